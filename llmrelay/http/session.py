@@ -1,0 +1,449 @@
+"""Pooled HTTP sessions and the one function that opens a request.
+
+* One aiohttp ``ClientSession`` per event loop and (SOCKS proxy, impersonation):
+  connections are reused across calls and providers, with no connection cap.
+* ``timeout`` bounds connecting and every gap between received bytes, never the
+  whole answer; ``total_timeout`` (optional) bounds the whole call.
+* Sessions close themselves when their loop shuts down (``asyncio.run``) or at
+  interpreter exit, so no "Unclosed client session" warning is printed.
+* Transport failures become :class:`~llmrelay.errors.ConnectError` /
+  :class:`~llmrelay.errors.TimeoutError`; error statuses become typed errors
+  through :mod:`llmrelay.http.status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import ssl as ssl_module
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass_environment
+
+import aiohttp
+
+from ..errors import (
+    ConnectError,
+    ConnectTimeoutError,
+    MissingRequirementsError,
+    RelayError,
+    StreamIncompleteError,
+    StreamTimeoutError,
+    TimeoutError,
+)
+from .status import error_from_response, redact
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TRANSPORT_ERRORS",
+    "Response",
+    "close_sessions",
+    "open_response",
+    "stream_error",
+]
+
+DEFAULT_TIMEOUT = 120.0
+ERROR_BODY_LIMIT = 256 * 1024
+DRAIN_LIMIT = 64 * 1024
+DRAIN_SECONDS = 0.25
+
+SSLSetting = "bool | ssl_module.SSLContext | None"
+
+# What reading a body can raise besides our own errors; the provider turns them
+# into StreamIncompleteError / StreamTimeoutError with :func:`stream_error`.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class Response:
+    """An open HTTP response with a successful status.
+
+    ``read_chunk()`` returns the next bytes as they arrive and ``b""`` at the end;
+    for aiohttp it is the stream's own ``readany``, so reading costs nothing extra.
+    """
+
+    __slots__ = ("_finish", "_raw", "content_type", "headers", "read_chunk", "status", "url")
+
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        content_type: str,
+        url: str,
+        read_chunk: Callable[[], Awaitable[bytes]],
+        raw: Any,
+        finish: Callable[[bool], Awaitable[None]],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_type = content_type
+        self.url = url
+        self.read_chunk = read_chunk
+        self._raw = raw
+        self._finish = finish
+
+    async def read(self) -> bytes:
+        """The whole remaining body."""
+        parts = []
+        while chunk := await self.read_chunk():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def release(self, drain: bool = True) -> None:
+        """Give the connection back to the pool (after a bounded drain of what is left), else close it."""
+        await self._finish(drain)
+
+
+# ---------------------------------------------------------------- session pool
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+_timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+
+async def _close_with_loop(session: Any) -> AsyncIterator[None]:
+    """Parked at its ``yield`` for the session's life; ``loop.shutdown_asyncgens`` runs the ``finally``."""
+    try:
+        yield
+    finally:
+        await _close_session(session)
+
+
+async def _close_session(session: Any) -> None:
+    try:
+        if isinstance(session, aiohttp.ClientSession):
+            await session.close()
+        else:
+            await session.close()
+    except Exception:  # closing at shutdown must never raise
+        pass
+
+
+def _park_closer(session: Any) -> AsyncIterator[None]:
+    closer = _close_with_loop(session)
+    step = closer.__anext__()
+    try:
+        step.send(None)  # runs to the ``yield`` without suspending; registers the generator with the loop
+    except StopIteration:
+        pass
+    return closer
+
+
+def _make_session(loop: asyncio.AbstractEventLoop, socks_proxy: str | None, impersonate: str | None) -> Any:
+    if impersonate:
+        try:
+            from curl_cffi.requests import AsyncSession
+        except ImportError:
+            raise MissingRequirementsError(
+                f"impersonate={impersonate!r} needs curl_cffi: pip install 'llmrelay[impersonate]'"
+            ) from None
+        return AsyncSession(impersonate=impersonate, proxy=socks_proxy)
+    if socks_proxy:
+        try:
+            from aiohttp_socks import ProxyConnector
+        except ImportError:
+            raise MissingRequirementsError("a SOCKS proxy needs aiohttp-socks: pip install 'llmrelay[socks]'") from None
+        connector: aiohttp.BaseConnector = ProxyConnector.from_url(socks_proxy, limit=0, limit_per_host=0)
+    else:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
+
+
+def get_session(socks_proxy: str | None = None, impersonate: str | None = None) -> Any:
+    """The pooled session of the running loop for this (SOCKS proxy, impersonation)."""
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    key = (socks_proxy, impersonate)
+    if pool is not None:
+        entry = pool.get(key)
+        if entry is not None and not _is_closed(entry[0]):
+            return entry[0]
+    with _pools_lock:
+        pool = _pools.setdefault(loop, {})
+        session = _make_session(loop, socks_proxy, impersonate)
+        pool[key] = (session, _park_closer(session))
+    return session
+
+
+def _is_closed(session: Any) -> bool:
+    if isinstance(session, aiohttp.ClientSession):
+        return session.closed
+    return bool(getattr(session, "_closed", False))
+
+
+async def close_sessions() -> None:
+    """Close every pooled session of the running loop (a later request opens a new one)."""
+    loop = asyncio.get_running_loop()
+    with _pools_lock:
+        pool = _pools.pop(loop, {})
+    for session, closer in pool.values():
+        await _close_session(session)
+        await closer.aclose()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    with _pools_lock:
+        pools = list(_pools.items())
+        _pools.clear()
+    for loop, pool in pools:
+        for session, _closer in pool.values():
+            if _is_closed(session):
+                continue
+            try:
+                if loop.is_running():
+                    future = asyncio.run_coroutine_threadsafe(_close_session(session), loop)
+                    future.result(timeout=2)
+                elif not loop.is_closed():
+                    loop.run_until_complete(_close_session(session))
+                else:
+                    _force_close(session)
+            except Exception:
+                _force_close(session)
+
+
+def _force_close(session: Any) -> None:
+    """Mark a session of a loop that is gone as closed, without the loop (the process is ending)."""
+    connector = getattr(session, "connector", None)
+    if connector is not None:
+        try:
+            connector._close()
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------- requests
+
+
+def _timeout(timeout: float | None, total_timeout: float | None) -> aiohttp.ClientTimeout:
+    key = (timeout, total_timeout)
+    value = _timeouts.get(key)
+    if value is None:
+        value = _timeouts[key] = aiohttp.ClientTimeout(
+            total=total_timeout, connect=None, sock_connect=timeout, sock_read=timeout
+        )
+    return value
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment asks for this URL (``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY``), honouring ``NO_PROXY``."""
+    env = os.environ
+    if url.startswith("https:"):
+        proxy = env.get("HTTPS_PROXY") or env.get("https_proxy")
+    else:
+        proxy = env.get("HTTP_PROXY") or env.get("http_proxy")
+    proxy = proxy or env.get("ALL_PROXY") or env.get("all_proxy")
+    if not proxy:
+        return None
+    host = urlsplit(url).hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127.") or proxy_bypass_environment(host):
+        return None
+    return proxy
+
+
+def _ssl_argument(ssl: Any) -> Any:
+    if ssl is None or ssl is True:
+        return True
+    if ssl is False or isinstance(ssl, ssl_module.SSLContext):
+        return ssl
+    raise ValueError(f"ssl must be None, True, False or an ssl.SSLContext, not {type(ssl).__name__}")
+
+
+async def open_response(
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: bytes | None = None,
+    proxy: str | None = None,
+    ssl: Any = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    total_timeout: float | None = None,
+    impersonate: str | None = None,
+    provider: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> Response:
+    """Send a request; return the open :class:`Response`, or raise the typed error for its status.
+
+    The caller must ``await response.release()`` when done with it.
+    """
+    if proxy is None:
+        proxy = env_proxy(url)
+    socks_proxy = proxy if proxy and proxy.startswith("socks") else None
+    session = get_session(socks_proxy, impersonate)
+    if impersonate:
+        response = await _open_curl(
+            session, method, url, headers, body, proxy, ssl, timeout, total_timeout, provider, secrets
+        )
+    else:
+        response = await _open_aiohttp(
+            session,
+            method,
+            url,
+            headers,
+            body,
+            None if socks_proxy else proxy,
+            ssl,
+            timeout,
+            total_timeout,
+            provider,
+            secrets,
+        )
+    if response.status >= 400:
+        try:
+            error_body = await _read_bounded(response.read_chunk, ERROR_BODY_LIMIT)
+        except TRANSPORT_ERRORS:
+            error_body = b""
+        finally:
+            await response.release()
+        raise error_from_response(response.status, response.headers, error_body, provider=provider, secrets=secrets)
+    return response
+
+
+async def _read_bounded(read_chunk: Callable[[], Awaitable[bytes]], limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await read_chunk()
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+async def _open_aiohttp(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    proxy: str | None,
+    ssl: Any,
+    timeout: float | None,
+    total_timeout: float | None,
+    provider: str | None,
+    secrets: Iterable[str | None],
+) -> Response:
+    for attempt in (0, 1):
+        try:
+            raw = await session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                proxy=proxy,
+                ssl=_ssl_argument(ssl),
+                timeout=_timeout(timeout, total_timeout),
+            )
+            break
+        except aiohttp.ServerDisconnectedError as error:
+            # A pooled keep-alive connection the server had just closed: safe to send again once.
+            if attempt == 0:
+                continue
+            raise ConnectError(_describe(error, url, secrets), provider=provider) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise ConnectTimeoutError(
+                f"connecting to {_host(url)} timed out after {timeout} s", provider=provider
+            ) from None
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"no answer from {_host(url)} within {total_timeout if total_timeout else timeout} s", provider=provider
+            ) from None
+        except (aiohttp.InvalidURL, ValueError) as error:
+            if isinstance(error, RelayError):
+                raise
+            raise ConnectError(f"invalid URL {redact(str(url), secrets)!r}: {error}", provider=provider) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise ConnectError(_describe(error, url, secrets), provider=provider) from None
+
+    async def finish(drain: bool) -> None:
+        content = raw.content
+        if drain and not content.at_eof():
+            try:
+                await asyncio.wait_for(_read_bounded(content.readany, DRAIN_LIMIT), DRAIN_SECONDS)
+            except Exception:
+                pass
+        if content.at_eof():
+            raw.release()
+        else:
+            raw.close()
+
+    return Response(raw.status, raw.headers, raw.content_type, str(raw.url), raw.content.readany, raw, finish)
+
+
+async def _open_curl(
+    session: Any,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    proxy: str | None,
+    ssl: Any,
+    timeout: float | None,
+    total_timeout: float | None,
+    provider: str | None,
+    secrets: Iterable[str | None],
+) -> Response:
+    from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
+    from curl_cffi.requests.exceptions import Timeout as CurlTimeout
+
+    verify = ssl if isinstance(ssl, bool) else True
+    try:
+        raw = await session.request(
+            method,
+            url,
+            data=body,
+            headers=dict(headers),
+            proxy=proxy,
+            verify=verify,
+            timeout=(timeout, timeout) if total_timeout is None else total_timeout,
+            stream=True,
+        )
+    except CurlTimeout:
+        raise TimeoutError(f"no answer from {_host(url)} within {timeout} s", provider=provider) from None
+    except CurlConnectionError as error:
+        raise ConnectError(_describe(error, url, secrets), provider=provider) from None
+
+    chunks = raw.aiter_content()
+
+    async def read_chunk() -> bytes:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    async def finish(drain: bool) -> None:
+        await raw.aclose()
+
+    content_type = (raw.headers.get("content-type") or "").split(";")[0].strip().lower()
+    return Response(raw.status_code, raw.headers, content_type, str(raw.url), read_chunk, raw, finish)
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc.rpartition("@")[2] or url
+
+
+def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
+    reason = str(error) or type(error).__name__
+    return redact(f"cannot reach {_host(url)}: {reason}", secrets)
+
+
+def stream_error(
+    error: BaseException, *, partial_text: str, url: str, timeout: float | None, provider: str | None
+) -> StreamIncompleteError:
+    """The error for a body that broke (or stalled past ``timeout``) after the response had started."""
+    if isinstance(error, asyncio.TimeoutError):
+        return StreamTimeoutError(
+            f"the stream from {_host(url)} stalled: no data for {timeout} s",
+            partial_text=partial_text,
+            provider=provider,
+        )
+    reason = str(error) or type(error).__name__
+    return StreamIncompleteError(
+        f"the connection to {_host(url)} broke mid-answer: {reason}", partial_text=partial_text, provider=provider
+    )

@@ -1,0 +1,157 @@
+"""The events a provider yields besides plain ``str`` text.
+
+Each event is a small class with a readable ``repr`` and ``to_dict()``. ``str()``
+of every event is ``""`` except :class:`ImageResponse` (Markdown image links),
+so ``print(chunk, end="")`` over a stream prints just the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Union
+
+__all__ = [
+    "AudioResponse",
+    "FinishReason",
+    "ImageResponse",
+    "ProviderInfo",
+    "Reasoning",
+    "ResponseType",
+    "ToolCalls",
+    "Usage",
+]
+
+
+class _Event:
+    __slots__: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str] = ""
+
+    def __str__(self) -> str:
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class ProviderInfo(_Event):
+    """Who answers: sent once, before the first text, with the model the server reports."""
+
+    __slots__ = ("model", "name", "url")
+    kind = "provider"
+
+    def __init__(self, name: str, model: str, url: str) -> None:
+        self.name = name
+        self.model = model
+        self.url = url
+
+
+class Reasoning(_Event):
+    """A piece of the model's reasoning text (``reasoning_content`` / ``reasoning``)."""
+
+    __slots__ = ("token",)
+    kind = "reasoning"
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+class ToolCalls(_Event):
+    """The complete tool calls of the answer, sent once after the text.
+
+    Each call is ``{"id", "type": "function", "function": {"name", "arguments"}}``
+    with ``arguments`` a JSON string.
+    """
+
+    __slots__ = ("calls",)
+    kind = "tool_calls"
+
+    def __init__(self, calls: list[dict[str, Any]]) -> None:
+        self.calls = calls
+
+
+class Usage(_Event):
+    """Token counts the server reported (the last non-null usage seen; never summed)."""
+
+    __slots__ = ("completion_tokens", "details", "prompt_tokens", "total_tokens")
+    kind = "usage"
+
+    def __init__(
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int | None = None,
+        **details: Any,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        self.details = details
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        data = dict(data)
+        prompt = data.pop("prompt_tokens", None) or 0
+        completion = data.pop("completion_tokens", None) or 0
+        total = data.pop("total_tokens", None)
+        return cls(prompt, completion, total, **data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            **self.details,
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        details = object.__getattribute__(self, "details")
+        if name in details:
+            return details[name]
+        raise AttributeError(name)
+
+
+class FinishReason(_Event):
+    """Why the answer ended (``stop``, ``length``, ``tool_calls``, ``content_filter`` …); always the last event."""
+
+    __slots__ = ("reason",)
+    kind = "finish"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class ImageResponse(_Event):
+    """Generated images as URLs or data URIs; ``str()`` is Markdown image links."""
+
+    __slots__ = ("alt", "images")
+    kind = "image"
+
+    def __init__(self, images: list[str] | str, alt: str = "") -> None:
+        self.images = [images] if isinstance(images, str) else list(images)
+        self.alt = alt
+
+    def __str__(self) -> str:
+        alt = self.alt.replace("[", "(").replace("]", ")").replace("\n", " ")
+        return "\n".join(f"![{alt}]({image})" for image in self.images) + "\n"
+
+
+class AudioResponse(_Event):
+    """Generated audio: base64 ``data`` and its ``transcript``."""
+
+    __slots__ = ("data", "transcript")
+    kind = "audio"
+
+    def __init__(self, data: str, transcript: str = "") -> None:
+        self.data = data
+        self.transcript = transcript
+
+
+ResponseType = Union[ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse]
