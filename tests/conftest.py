@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Make tests/scripted_server.py importable as `scripted_server` whatever the import mode.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from scripted_server import ScriptedServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def server_session() -> Iterator[ScriptedServer]:
+    """One scripted server for the whole test session (prefer the `server` fixture)."""
+    srv = ScriptedServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def server(server_session: ScriptedServer) -> Iterator[ScriptedServer]:
+    """The session's scripted server, reset: no connections, replies, routes or records."""
+    server_session.reset()
+    yield server_session
