@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Client": "llmrelay.client",
+    "AsyncClient": "llmrelay.client",
     "OpenaiTemplate": "llmrelay.providers.template",
     "AsyncGeneratorProvider": "llmrelay.providers.base",
     "ProviderModelMixin": "llmrelay.providers.base",
@@ -56,6 +58,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .client import AsyncClient, Client
     from .errors import (
         AllProvidersFailedError,
         BadRequestError,

@@ -1,0 +1,841 @@
+"""``Client`` and ``AsyncClient``: the ``openai`` SDK's shape on any provider, with retries and fallback.
+
+Both are thin shells around one async implementation (:class:`_Core`):
+
+* ``AsyncClient`` runs it on the caller's event loop;
+* ``Client`` runs it on its own :class:`~llmrelay._runner.BackgroundLoop` (one
+  daemon thread per client, started on first use and stopped by ``close()`` or a
+  ``with`` block), so it works from scripts, from many threads at once and from
+  inside a running event loop (Jupyter).
+
+Retries and fallback happen only before any output reached the caller: a
+stream is "opened" (the provider's generator is advanced to its first real
+event) inside the retry loop, and after that errors propagate as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, Union
+
+import orjson
+
+from .._runner import BackgroundLoop
+from ..errors import AllProvidersFailedError, MissingAuthError, ResponseError
+from ..responses import AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
+from .retry import retry_delay
+from .types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Choice,
+    ChoiceDelta,
+    ChunkChoice,
+    CompletionUsage,
+    ImagesResponse,
+    Model,
+    ModelList,
+    OpenAIObject,
+)
+
+__all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
+
+log = logging.getLogger("llmrelay")
+
+T = TypeVar("T")
+ProviderClass = type
+ProviderSpec = Union[ProviderClass, str, Sequence[Union[ProviderClass, str]], None]
+SleepFunction = Callable[[float], Any]
+
+_END = object()  # "the provider's generator ended before any real event"
+_client_numbers = itertools.count(1)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _resolve_one(provider: Any) -> ProviderClass:
+    if isinstance(provider, str):
+        from ..providers.catalog import get_provider
+
+        return get_provider(provider)
+    if isinstance(provider, type) and callable(getattr(provider, "create_async_generator", None)):
+        return provider
+    raise TypeError(
+        f"a provider must be a provider class (an OpenaiTemplate subclass), a catalog name or a list of them, "
+        f"not {provider!r}"
+    )
+
+
+def _resolve_providers(provider: ProviderSpec) -> tuple[list[ProviderClass], bool]:
+    """(provider classes, whether they form a fallback list)."""
+    if provider is None:
+        from ..providers.catalog import default_provider
+
+        return [default_provider()], False
+    if isinstance(provider, (list, tuple)):
+        if not provider:
+            raise ValueError("the provider list is empty")
+        return [_resolve_one(item) for item in provider], True
+    return [_resolve_one(provider)], False
+
+
+def _name(provider: ProviderClass) -> str:
+    get_name = getattr(provider, "get_name", None)
+    return get_name() if callable(get_name) else provider.__name__
+
+
+def _prepare_messages(messages: Any) -> list[dict[str, Any]]:
+    """The messages as a list of dicts, without touching the caller's list or dicts.
+
+    Dicts are passed through unchanged (the very same objects); message objects
+    (this client's, or the ``openai`` SDK's) become dicts of their non-null fields.
+    """
+    if type(messages) is list and all(type(message) is dict for message in messages):
+        return messages
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise TypeError(f"messages must be a list of message dicts, not {type(messages).__name__}")
+    prepared: list[dict[str, Any]] = []
+    for message in messages:
+        if isinstance(message, dict):
+            prepared.append(message)
+        elif isinstance(message, ChatCompletionMessage):
+            prepared.append(message.to_param())
+        elif isinstance(message, OpenAIObject):
+            prepared.append(message.to_dict())
+        elif callable(getattr(message, "model_dump", None)):  # an openai SDK object
+            prepared.append(message.model_dump(exclude_none=True))
+        elif isinstance(message, Mapping):
+            prepared.append(dict(message))
+        else:
+            raise TypeError(f"a message must be a dict, not {type(message).__name__}")
+    return prepared
+
+
+async def _aclose(generator: Any) -> None:
+    aclose = getattr(generator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing must not hide the error being handled
+            pass
+
+
+def _new_id(prefix: str = "chatcmpl-") -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def _tool_call_dicts(calls: list[dict[str, Any]], indexed: bool) -> list[dict[str, Any]]:
+    result = []
+    for index, call in enumerate(calls):
+        function = call.get("function") or {}
+        item: dict[str, Any] = {"index": index} if indexed else {}
+        item["id"] = call.get("id")
+        item["type"] = call.get("type") or "function"
+        item["function"] = {"name": function.get("name") or "", "arguments": function.get("arguments") or ""}
+        result.append(item)
+    return result
+
+
+def _completion(items: list[Any], provider: ProviderClass, model: str) -> ChatCompletion:
+    """A :class:`ChatCompletion` from every event of one answer."""
+    info: ProviderInfo | None = None
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] | None = None
+    audio: AudioResponse | None = None
+    usage: Usage | None = None
+    finish: str | None = None
+    for item in items:
+        if type(item) is str:
+            texts.append(item)
+        elif isinstance(item, ProviderInfo):
+            info = info or item
+        elif isinstance(item, Reasoning):
+            reasoning.append(item.token)
+        elif isinstance(item, ToolCalls):
+            calls = item.calls
+        elif isinstance(item, AudioResponse):
+            audio = item
+        elif isinstance(item, ImageResponse):
+            texts.append(str(item))
+        elif isinstance(item, Usage):
+            usage = item
+        elif isinstance(item, FinishReason):
+            finish = item.reason
+    content: str | None = "".join(texts) if texts else (None if calls or audio else "")
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if audio is not None:
+        message["audio"] = {"data": audio.data, "transcript": audio.transcript}
+    if calls:
+        message["tool_calls"] = _tool_call_dicts(calls, indexed=False)
+    choice = Choice(0, ChatCompletionMessage(message), finish or ("tool_calls" if calls else "stop"))
+    return ChatCompletion(
+        _new_id(),
+        int(time.time()),
+        (info.model if info is not None and info.model else model),
+        [choice],
+        CompletionUsage(usage.to_dict()) if usage is not None else None,
+        info.name if info is not None else _name(provider),
+    )
+
+
+class _StreamState:
+    __slots__ = ("calls", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.calls = False
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+
+
+def _event_delta(item: Any, state: _StreamState) -> dict[str, Any] | None:
+    """The delta a (non-text) event adds to the stream; Usage / FinishReason are kept for the end."""
+    if type(item) is str:
+        return {"content": item}
+    if isinstance(item, Reasoning):
+        return {"reasoning_content": item.token}
+    if isinstance(item, ToolCalls):
+        state.calls = True
+        return {"tool_calls": _tool_call_dicts(item.calls, indexed=True)}
+    if isinstance(item, Usage):
+        state.usage = item
+    elif isinstance(item, FinishReason):
+        state.finish = item.reason
+    elif isinstance(item, AudioResponse):
+        return {"audio": {"data": item.data, "transcript": item.transcript}}
+    elif isinstance(item, ImageResponse):
+        return {"content": str(item)}
+    return None
+
+
+async def _chunk_stream(
+    generator: AsyncIterator[Any],
+    info: ProviderInfo | None,
+    first: Any,
+    provider: ProviderClass,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[ChatCompletionChunk]:
+    """OpenAI-shaped chunks from a provider's opened event stream.
+
+    A role chunk first, one chunk per text / reasoning / tool-calls / audio event,
+    then the ``finish_reason`` chunk and, when usage is known, a usage chunk with
+    ``choices: []``.
+    """
+    name = info.name if info is not None else _name(provider)
+    if info is not None and info.model:
+        model = info.model
+    chunk_id = _new_id()
+    created = int(time.time())
+    state = _StreamState()
+    chunk_class, choice_class, delta_class = ChatCompletionChunk, ChunkChoice, ChoiceDelta
+    try:
+        # OpenAI's first chunk: the role with content "" before text, with content null before tool calls.
+        content = None if isinstance(first, (ToolCalls, Reasoning, AudioResponse)) else ""
+        role = {"role": "assistant", "content": content, "refusal": None}
+        yield chunk_class(chunk_id, created, model, [choice_class(0, delta_class(role))], None, name, include_usage)
+        if first is not _END:
+            delta = _event_delta(first, state)
+            if delta is not None:
+                yield chunk_class(
+                    chunk_id, created, model, [choice_class(0, delta_class(delta))], None, name, include_usage
+                )
+        async for item in generator:
+            if type(item) is str:  # the hot path: one text piece
+                yield chunk_class(
+                    chunk_id,
+                    created,
+                    model,
+                    [choice_class(0, delta_class({"content": item}))],
+                    None,
+                    name,
+                    include_usage,
+                )
+                continue
+            delta = _event_delta(item, state)
+            if delta is not None:
+                yield chunk_class(
+                    chunk_id, created, model, [choice_class(0, delta_class(delta))], None, name, include_usage
+                )
+        finish = state.finish or ("tool_calls" if state.calls else "stop")
+        yield chunk_class(
+            chunk_id, created, model, [choice_class(0, delta_class({}), finish)], None, name, include_usage
+        )
+        if state.usage is not None:
+            yield chunk_class(chunk_id, created, model, [], CompletionUsage(state.usage.to_dict()), name)
+    finally:
+        await _aclose(generator)
+
+
+# ------------------------------------------------------------------------ core
+
+
+class _Core:
+    """Provider resolution, retries, fallback and the shaping of answers; all async."""
+
+    def __init__(
+        self,
+        provider: ProviderSpec,
+        api_key: str | None,
+        api_base: str | None,
+        max_retries: int,
+        timeout: float | None,
+        proxy: str | None,
+        headers: Mapping[str, str] | None,
+        sleep: SleepFunction | None,
+    ) -> None:
+        self.providers, self.fallback = _resolve_providers(provider)
+        if len(self.providers) > 1 and (api_key or api_base):
+            raise ValueError(
+                "api_key and api_base belong to one provider; with a fallback list configure each provider "
+                "(its environment variable, or a subclass with api_key / api_base)"
+            )
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        self.api_key = api_key
+        self.api_base = api_base
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.proxy = proxy
+        self.headers = dict(headers) if headers else None
+        self.sleep: SleepFunction = sleep or asyncio.sleep
+
+    # ---- plumbing
+
+    def transport(self, timeout: float | None = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The keywords every provider call gets (only those that are set, so class defaults apply)."""
+        options: dict[str, Any] = {}
+        if self.api_key is not None:
+            options["api_key"] = self.api_key
+        if self.api_base is not None:
+            options["api_base"] = self.api_base
+        if self.proxy is not None:
+            options["proxy"] = self.proxy
+        timeout = self.timeout if timeout is None else timeout
+        if timeout is not None:
+            options["timeout"] = timeout
+        if self.headers or extra_headers:
+            options["headers"] = {**(self.headers or {}), **(extra_headers or {})}
+        return options
+
+    async def _sleep(self, delay: float) -> None:
+        result = self.sleep(delay)
+        if inspect.isawaitable(result):
+            await result
+
+    async def dispatch(self, attempt: Callable[[ProviderClass], Awaitable[T]]) -> T:
+        """``attempt(provider)`` with retries per provider, then the next provider of a fallback list."""
+        errors: list[tuple[str, BaseException]] = []
+        for provider in self.providers:
+            number = 0
+            while True:
+                try:
+                    return await attempt(provider)
+                except Exception as error:
+                    delay = retry_delay(error, number, self.max_retries)
+                    if delay is None:
+                        if not self.fallback:
+                            raise
+                        log.info("%s failed (%s); trying the next provider", _name(provider), error)
+                        errors.append((_name(provider), error))
+                        break
+                    number += 1
+                    log.info(
+                        "%s failed (%s); retry %d of %d in %.2f s",
+                        _name(provider),
+                        error,
+                        number,
+                        self.max_retries,
+                        delay,
+                    )
+                    await self._sleep(delay)
+        raise AllProvidersFailedError(errors) from errors[-1][1]
+
+    def chat_options(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params.get("n") not in (None, 1):
+            raise ValueError("n > 1 is not supported: the client reads one choice; make several calls instead")
+        params.pop("stream", None)
+        options = self.transport(params.pop("timeout", None), params.pop("extra_headers", None))
+        options.update(params)
+        return options
+
+    # ---- chat
+
+    async def create_completion(self, model: str, messages: Any, params: dict[str, Any]) -> ChatCompletion:
+        messages = _prepare_messages(messages)
+        options = self.chat_options(params)
+
+        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, list[Any]]:
+            items = [item async for item in provider.create_async_generator(model, messages, stream=False, **options)]
+            return provider, items
+
+        provider, items = await self.dispatch(attempt)
+        return _completion(items, provider, model)
+
+    async def open_stream(
+        self, model: str, messages: Any, params: dict[str, Any]
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        """Open the stream (retrying / falling back until a provider produced its first real event)."""
+        messages = _prepare_messages(messages)
+        options = self.chat_options(params)
+
+        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, Any, ProviderInfo | None, Any]:
+            generator = provider.create_async_generator(model, messages, stream=True, **options)
+            info: ProviderInfo | None = None
+            try:
+                async for item in generator:
+                    if isinstance(item, ProviderInfo):
+                        info = item
+                        continue
+                    return provider, generator, info, item  # leaves the generator open, positioned after `item`
+            except BaseException:
+                await _aclose(generator)
+                raise
+            return provider, generator, info, _END
+
+        provider, generator, info, first = await self.dispatch(attempt)
+        stream_options = options.get("stream_options")
+        if isinstance(stream_options, dict):
+            include_usage = bool(stream_options.get("include_usage"))
+        else:
+            include_usage = bool(getattr(provider, "supports_stream_options", False))
+        return _chunk_stream(generator, info, first, provider, model, include_usage)
+
+    # ---- models
+
+    async def list_models(self) -> ModelList:
+        options = self.transport()
+        options.pop("headers", None)  # get_models takes no headers
+
+        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, list[str]]:
+            get_models = getattr(provider, "get_models_async", None)
+            if get_models is None:
+                raise TypeError(f"{_name(provider)} cannot list models (it has no get_models_async)")
+            return provider, await get_models(**options)
+
+        provider, ids = await self.dispatch(attempt)
+        owner = _name(provider)
+        return ModelList([Model({"id": i, "object": "model", "created": 0, "owned_by": owner}) for i in ids], owner)
+
+    # ---- images
+
+    async def generate_images(
+        self,
+        prompt: str,
+        model: str | None,
+        n: int | None,
+        size: str | None,
+        response_format: str | None,
+        params: dict[str, Any],
+    ) -> ImagesResponse:
+        timeout = params.pop("timeout", None)
+        extra_headers = params.pop("extra_headers", None)
+        extra_body = params.pop("extra_body", None)
+        body: dict[str, Any] = {"prompt": prompt}
+        for key, value in (("n", n), ("size", size), ("response_format", response_format), *params.items()):
+            if value is not None:
+                body[key] = value
+        if extra_body:
+            body.update(extra_body)
+        options = self.transport(timeout, extra_headers)
+
+        async def attempt(provider: ProviderClass) -> ImagesResponse:
+            return await _generate_images(provider, model, body, options)
+
+        return await self.dispatch(attempt)
+
+
+async def _generate_images(
+    provider: ProviderClass, model: str | None, body: dict[str, Any], options: dict[str, Any]
+) -> ImagesResponse:
+    """POST ``{api_base}/images/generations`` with the provider's base URL, key and headers."""
+    from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response, stream_error
+    from ..http.status import error_from_data
+
+    name = _name(provider)
+    if not all(hasattr(provider, attribute) for attribute in ("get_api_base", "get_api_key", "get_headers")):
+        raise TypeError(f"{name} cannot generate images: it is not an OpenaiTemplate provider")
+    prepare = getattr(provider, "prepare", None)
+    if prepare is not None:
+        await prepare()
+    base = provider.get_api_base(options.get("api_base"))
+    api_key = provider.get_api_key(options.get("api_key"))
+    if getattr(provider, "needs_auth", False) and not api_key:
+        env = provider.get_api_key_env() if hasattr(provider, "get_api_key_env") else "its key variable"
+        raise MissingAuthError(f"{name} needs an API key: set {env} or pass api_key=", provider=name)
+    if not model:
+        model = getattr(provider, "default_image_model", "") or next(iter(getattr(provider, "image_models", ())), "")
+        if not model:
+            raise ValueError(f"{name}: no image model given and none known for this provider: pass model=")
+    get_model = getattr(provider, "get_model", None)
+    if get_model is not None:
+        model = get_model(model)
+    timeout = options.get("timeout") or DEFAULT_TIMEOUT
+    response = await open_response(
+        "POST",
+        f"{base}/images/generations",
+        headers=provider.get_headers(False, api_key, options.get("headers")),
+        body=orjson.dumps({"model": model, **body}),
+        proxy=options.get("proxy"),
+        ssl=getattr(provider, "ssl", None),
+        timeout=timeout,
+        provider=name,
+        secrets=(api_key,),
+    )
+    try:
+        raw = await response.read()
+    except TRANSPORT_ERRORS as error:
+        raise stream_error(error, partial_text="", url=response.url, timeout=timeout, provider=name) from None
+    finally:
+        await response.release()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ResponseError(f"the image answer is not JSON: {raw[:200]!r}", provider=name) from None
+    if isinstance(data, dict) and data.get("error") is not None:
+        raise error_from_data(data, provider=name, secrets=(api_key,)) or ResponseError(repr(raw[:200]), provider=name)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ResponseError(f"the image answer holds no image list: {raw[:200]!r}", provider=name)
+    data.setdefault("created", int(time.time()))
+    return ImagesResponse(data, provider=name, model=model)
+
+
+# ---------------------------------------------------------------- async client
+
+
+class AsyncStream:
+    """The chunks of a streamed answer: ``async for chunk in stream``; ``await stream.close()`` stops early."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, iterator: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._iterator = iterator
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self._iterator
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._iterator.__anext__()
+
+    async def close(self) -> None:
+        """Stop reading and give the connection back."""
+        await _aclose(self._iterator)
+
+    aclose = close
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _AsyncCompletions:
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    async def create(
+        self, model: str, messages: Any, stream: bool = False, **params: Any
+    ) -> ChatCompletion | AsyncStream:
+        """A :class:`ChatCompletion`, or with ``stream=True`` an :class:`AsyncStream` of chunks.
+
+        ``params`` are the OpenAI chat parameters (``temperature``, ``tools``,
+        ``max_tokens``, ``extra_body`` …), plus ``timeout`` and ``extra_headers``.
+        An empty ``model`` means the provider's default model.
+        """
+        if stream:
+            return AsyncStream(await self._core.open_stream(model, messages, params))
+        return await self._core.create_completion(model, messages, params)
+
+
+class _AsyncChat:
+    __slots__ = ("completions",)
+
+    def __init__(self, core: _Core) -> None:
+        self.completions = _AsyncCompletions(core)
+
+
+class _AsyncModels:
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    async def list(self) -> ModelList:
+        """The models the provider lists (the first provider of a fallback list that answers)."""
+        return await self._core.list_models()
+
+
+class _AsyncImages:
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Core) -> None:
+        self._core = core
+
+    async def generate(
+        self,
+        prompt: str,
+        model: str | None = None,
+        n: int | None = None,
+        size: str | None = None,
+        response_format: str | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Generate images; ``response_format`` is ``"url"`` or ``"b64_json"`` (unset: the server's default).
+
+        Only the arguments given are sent; ``params`` may add ``quality``, ``style``,
+        ``background``, ``output_format``, ``extra_body``, ``timeout``, ``extra_headers``.
+        """
+        return await self._core.generate_images(prompt, model, n, size, response_format, params)
+
+
+class _ClientBase:
+    """What both clients share: construction and the retry settings."""
+
+    _core: _Core
+
+    @property
+    def providers(self) -> list[ProviderClass]:
+        """The provider classes, in fallback order."""
+        return list(self._core.providers)
+
+    @property
+    def max_retries(self) -> int:
+        return self._core.max_retries
+
+    @max_retries.setter
+    def max_retries(self, value: int) -> None:
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"max_retries must be a non-negative int, not {value!r}")
+        self._core.max_retries = value
+
+    @property
+    def sleep(self) -> SleepFunction:
+        """The function awaited (or called) to wait between retries; replace it to record or skip the waits."""
+        return self._core.sleep
+
+    @sleep.setter
+    def sleep(self, value: SleepFunction) -> None:
+        self._core.sleep = value
+
+
+class AsyncClient(_ClientBase):
+    """The ``openai.AsyncOpenAI`` shape on any provider.
+
+    ``provider``: a provider class, a catalog name (``"groq"``), a list of them
+    (tried in order: a failure before any output moves to the next one) or None
+    (the catalog's default provider). ``api_key`` / ``api_base`` (alias
+    ``base_url``) / ``proxy`` / ``timeout`` / ``headers`` are passed to every call;
+    ``max_retries`` retries connection errors, 408, 409, 429 and 5xx before any
+    output; ``sleep`` replaces ``asyncio.sleep`` for the waits between retries.
+    """
+
+    def __init__(
+        self,
+        provider: ProviderSpec = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        max_retries: int = 2,
+        timeout: float | None = None,
+        proxy: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
+        sleep: SleepFunction | None = None,
+    ) -> None:
+        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+        self.chat = _AsyncChat(self._core)
+        self.models = _AsyncModels(self._core)
+        self.images = _AsyncImages(self._core)
+
+    async def close(self) -> None:
+        """Nothing to release: connections live in the event loop's shared pool and close with the loop."""
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(providers={[_name(p) for p in self._core.providers]})"
+
+
+# ----------------------------------------------------------------- sync client
+
+
+def _close_loop(loop: BackgroundLoop, thread_name: str) -> None:
+    """Stop a client's loop; from inside that loop's own thread, hand the stopping to a helper thread."""
+    if threading.current_thread().name == thread_name:
+        threading.Thread(target=loop.close, name=f"{thread_name}-closer", daemon=True).start()
+    else:
+        loop.close()
+
+
+class _SyncRuntime:
+    """A client's background loop; everything that must keep the loop alive references this object."""
+
+    __slots__ = ("__weakref__", "closed", "core", "finalizer", "loop")
+
+    def __init__(self, core: _Core) -> None:
+        self.core = core
+        name = f"llmrelay-client-{next(_client_numbers)}"
+        self.loop = BackgroundLoop(name=name)
+        self.closed = False
+        # Closes the loop when the client is closed, garbage-collected, or at interpreter exit.
+        self.finalizer = weakref.finalize(self, _close_loop, self.loop, name)
+
+    def run(self, coroutine: Any) -> Any:
+        if self.closed:
+            coroutine.close()
+            raise RuntimeError("this Client is closed")
+        return self.loop.run(coroutine)
+
+    def iterate(self, generator: AsyncIterator[T]) -> Iterator[T]:
+        # A generator of our own, so that a running iteration keeps this runtime (and its loop) alive.
+        if self.closed:
+            raise RuntimeError("this Client is closed")
+        yield from self.loop.iterate(generator)
+
+    def close(self) -> None:
+        self.closed = True
+        self.finalizer()
+
+
+class Stream:
+    """The chunks of a streamed answer: ``for chunk in stream``; ``stream.close()`` stops early."""
+
+    __slots__ = ("_iterator", "_runtime")
+
+    def __init__(self, iterator: Iterator[ChatCompletionChunk], runtime: _SyncRuntime) -> None:
+        self._iterator = iterator
+        self._runtime = runtime
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self._iterator
+
+    def __next__(self) -> ChatCompletionChunk:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Stop reading and give the connection back."""
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _SyncCompletions:
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: _SyncRuntime) -> None:
+        self._runtime = runtime
+
+    def create(self, model: str, messages: Any, stream: bool = False, **params: Any) -> ChatCompletion | Stream:
+        """A :class:`ChatCompletion`, or with ``stream=True`` a :class:`Stream` of chunks (see ``AsyncClient``)."""
+        runtime = self._runtime
+        if stream:
+            chunks = runtime.run(runtime.core.open_stream(model, messages, params))
+            return Stream(runtime.iterate(chunks), runtime)
+        return runtime.run(runtime.core.create_completion(model, messages, params))
+
+
+class _SyncChat:
+    __slots__ = ("completions",)
+
+    def __init__(self, runtime: _SyncRuntime) -> None:
+        self.completions = _SyncCompletions(runtime)
+
+
+class _SyncModels:
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: _SyncRuntime) -> None:
+        self._runtime = runtime
+
+    def list(self) -> ModelList:
+        """The models the provider lists (the first provider of a fallback list that answers)."""
+        return self._runtime.run(self._runtime.core.list_models())
+
+
+class _SyncImages:
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: _SyncRuntime) -> None:
+        self._runtime = runtime
+
+    def generate(
+        self,
+        prompt: str,
+        model: str | None = None,
+        n: int | None = None,
+        size: str | None = None,
+        response_format: str | None = None,
+        **params: Any,
+    ) -> ImagesResponse:
+        """Generate images (see ``AsyncClient.images.generate``)."""
+        return self._runtime.run(self._runtime.core.generate_images(prompt, model, n, size, response_format, params))
+
+
+class Client(_ClientBase):
+    """The ``openai.OpenAI`` shape on any provider, for sync code (see :class:`AsyncClient` for the arguments).
+
+    Each client runs its requests on its own background event loop thread, started
+    on first use; ``close()`` (or leaving a ``with`` block) stops it and closes its
+    connections. It works from plain scripts, from several threads at once and
+    inside a running event loop (Jupyter).
+    """
+
+    def __init__(
+        self,
+        provider: ProviderSpec = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        max_retries: int = 2,
+        timeout: float | None = None,
+        proxy: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
+        sleep: SleepFunction | None = None,
+    ) -> None:
+        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+        self._runtime = _SyncRuntime(self._core)
+        self.chat = _SyncChat(self._runtime)
+        self.models = _SyncModels(self._runtime)
+        self.images = _SyncImages(self._runtime)
+
+    @property
+    def closed(self) -> bool:
+        return self._runtime.closed
+
+    def close(self) -> None:
+        """Stop the client's loop thread and close its connections (idempotent)."""
+        self._runtime.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(providers={[_name(p) for p in self._core.providers]})"

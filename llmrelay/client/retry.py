@@ -1,0 +1,58 @@
+"""When the client retries a failed request, and how long it waits.
+
+Retried (only before any output reached the caller): connection errors
+(:class:`~llmrelay.errors.ConnectError`, and a connection that broke before the
+answer's first event, :class:`~llmrelay.errors.StreamIncompleteError` - but not a
+stalled one), HTTP 408, 409, 429 and 5xx, and in-band rate-limit / server errors
+that carry no status. Never retried: 400, 401, 403, 404, 422, timeouts while
+waiting for an answer, and everything else.
+
+The wait before retry ``n`` (0-based) is the server's ``retry_after`` when it
+sent one, else ``min(0.5 * 2**n, 8)`` seconds less up to 25 % jitter. A
+``retry_after`` above :data:`MAX_RETRY_AFTER` is not waited for: the error is
+raised at once (it carries ``retry_after`` for the caller).
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..errors import ConnectError, RateLimitError, RelayError, ServerError, StreamIncompleteError, TimeoutError
+
+__all__ = ["BASE_DELAY", "MAX_DELAY", "MAX_RETRY_AFTER", "RETRY_STATUSES", "backoff", "is_retryable", "retry_delay"]
+
+BASE_DELAY = 0.5
+MAX_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
+RETRY_STATUSES = frozenset((408, 409, 429))
+
+
+def is_retryable(error: BaseException) -> bool:
+    """True for errors worth sending the same request again for (see the module docstring)."""
+    if isinstance(error, ConnectError):
+        return True
+    if isinstance(error, StreamIncompleteError):  # the client only asks while nothing reached the caller
+        return not isinstance(error, TimeoutError)
+    if not isinstance(error, RelayError):
+        return False
+    status = error.status
+    if status is not None:
+        return status in RETRY_STATUSES or 500 <= status <= 599
+    return isinstance(error, (RateLimitError, ServerError))
+
+
+def backoff(attempt: int) -> float:
+    """The jittered exponential wait before retry number ``attempt`` (0-based)."""
+    return min(BASE_DELAY * 2**attempt, MAX_DELAY) * (1.0 - 0.25 * random.random())
+
+
+def retry_delay(error: BaseException, attempt: int, max_retries: int) -> float | None:
+    """Seconds to wait before retrying after ``error`` on attempt ``attempt``; None: do not retry."""
+    if attempt >= max_retries or not is_retryable(error):
+        return None
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        if retry_after > MAX_RETRY_AFTER:
+            return None
+        return max(float(retry_after), 0.0)
+    return backoff(attempt)
