@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -62,17 +63,44 @@ class BackgroundLoop:
         """Iterate an async generator from sync code, one item at a time."""
         loop = self.loop
         step = generator.__anext__
+        running: list[asyncio.Task[Any] | None] = [None]
+
+        async def next_item() -> T:
+            running[0] = asyncio.current_task()
+            return await step()
+
+        pending: concurrent.futures.Future[T] | None = None
         try:
             while True:
+                pending = asyncio.run_coroutine_threadsafe(next_item(), loop)
                 try:
-                    yield asyncio.run_coroutine_threadsafe(step(), loop).result()  # type: ignore[arg-type]
+                    item = pending.result()
                 except StopAsyncIteration:
                     return
+                pending = None
+                yield item
         finally:
             aclose = getattr(generator, "aclose", None)
-            if aclose is not None and not loop.is_closed():
+            interrupted = pending is not None and not pending.done()
+            if interrupted:
+                # Interrupted while waiting (Ctrl-C): the step still runs on the loop. Cancel it and
+                # wait for it to end, or aclose() would find the generator still running.
+                pending.cancel()  # type: ignore[union-attr]
+            if (interrupted or aclose is not None) and not loop.is_closed():
+
+                async def stop() -> None:
+                    task = running[0]
+                    if interrupted and task is not None and not task.done():
+                        task.cancel()
+                        try:
+                            await task
+                        except BaseException:
+                            pass
+                    if aclose is not None:
+                        await aclose()
+
                 try:
-                    asyncio.run_coroutine_threadsafe(aclose(), loop).result(timeout=5)
+                    asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=5)
                 except Exception:
                     pass
 

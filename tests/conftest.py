@@ -29,3 +29,13 @@ def server(server_session: ScriptedServer) -> Iterator[ScriptedServer]:
     """The session's scripted server, reset: no connections, replies, routes or records."""
     server_session.reset()
     yield server_session
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_cache() -> Iterator[None]:
+    """Model listings are cached per (api_base, key), and every test shares one server address: start empty."""
+    from llmrelay.providers import template
+
+    template._model_cache.clear()
+    yield
+    template._model_cache.clear()

@@ -30,7 +30,7 @@ from ..errors import (
     ServerError,
 )
 
-__all__ = ["error_from_data", "error_from_response", "parse_retry_after", "redact"]
+__all__ = ["error_from_data", "error_from_response", "parse_retry_after", "redact", "redact_error"]
 
 BODY_EXCERPT = 1000
 MESSAGE_LIMIT = 500
@@ -41,13 +41,14 @@ _CONTEXT_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _AUTH_PATTERNS = re.compile(
-    r"api.?key|unauthori[sz]ed|authenticat|credential|access token|invalid token|bearer",
+    r"api.?key|authori[sz]|authenticat|credential|access token|invalid token|bearer",
     re.IGNORECASE,
 )
 _CHALLENGE_PATTERNS = re.compile(
     r"cloudflare|just a moment|attention required|cf-chl|challenge-platform|captcha|ddos-guard",
     re.IGNORECASE,
 )
+_RATE_LIMIT_LABELS = ("rate_limit_error", "rate_limit_exceeded", "rate_limited")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
@@ -59,6 +60,23 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def redact_error(error: RelayError, secrets: Iterable[str | None]) -> RelayError:
+    """Remove every secret from the text fields of ``error`` (in place) and return it.
+
+    The last line of defence: errors built deep in the reading code (in-band stream
+    errors, quoted payloads) may quote what a server echoed back, key included.
+    """
+    secrets = tuple(secret for secret in secrets if secret and len(secret) >= 4)
+    if not secrets:
+        return error
+    for name in ("message", "body", "code", "type", "request_id"):
+        value = getattr(error, name, None)
+        if isinstance(value, str):
+            setattr(error, name, redact(value, secrets))
+    error.args = tuple(redact(arg, secrets) if isinstance(arg, str) else arg for arg in error.args)
+    return error
 
 
 def _bounded(text: str, limit: int) -> str:
@@ -109,11 +127,15 @@ def _render(value: Any) -> str:
     return str(value)
 
 
-def _fields(data: Any) -> tuple[str, str | int | None, str | None, int | None] | None:
-    """(message, code, type, in-band status) from an error body, or None if it is not one."""
+def _fields(data: Any, http_error: bool = False) -> tuple[str, str | int | None, str | None, int | None] | None:
+    """(message, code, type, in-band status) from an error body, or None if it is not one.
+
+    In-band, ``{"error": null}`` means "no error"; in the body of an HTTP error status
+    (``http_error``) the other keys are still read.
+    """
     if isinstance(data, list):
         for item in data:
-            found = _fields(item)
+            found = _fields(item, http_error)
             if found:
                 return found
         return None
@@ -122,15 +144,17 @@ def _fields(data: Any) -> tuple[str, str | int | None, str | None, int | None] |
     if "error" in data:
         error = data["error"]
         if error is None:
-            return None
-        if isinstance(error, dict):
+            if not http_error:
+                return None
+        elif isinstance(error, dict):
             code = error.get("code")
             status = error.get("status")
             nested_status = code if isinstance(code, int) else status if isinstance(status, int) else None
             message = _render(error.get("message") or error.get("detail") or error.get("metadata") or error)
             error_type = error.get("type") or (status if isinstance(status, str) else None)
             return message, code, error_type, nested_status
-        return _render(error), data.get("code"), data.get("type"), None
+        else:
+            return _render(error), data.get("code"), data.get("type"), None
     if data.get("object") == "error":
         code = data.get("code")
         return _render(data.get("message")), code, data.get("type"), code if isinstance(code, int) else None
@@ -138,6 +162,21 @@ def _fields(data: Any) -> tuple[str, str | int | None, str | None, int | None] |
         if data.get(key):
             code = data.get("code")
             return _render(data[key]), code, data.get("type"), code if isinstance(code, int) else None
+    return None
+
+
+def _sse_fields(body: bytes) -> tuple[str, str | int | None, str | None, int | None] | None:
+    """The error fields of the first ``data`` event of an event-stream error body that holds one."""
+    from .sse import SSEDecoder
+
+    decoder = SSEDecoder()
+    for _, payload in decoder.feed(body) + decoder.flush():
+        try:
+            fields = _fields(orjson.loads(payload), http_error=True)
+        except orjson.JSONDecodeError:
+            continue
+        if fields:
+            return fields
     return None
 
 
@@ -162,20 +201,26 @@ def _choose_class(status: int | None, message: str, code: Any, error_type: Any, 
         if _AUTH_PATTERNS.search(labels):
             return MissingAuthError
         return ResponseError
-    if status in (400, 413, 422) or error_type == "invalid_request_error":
-        if _CONTEXT_PATTERNS.search(labels):
-            return ContextLengthError
-        return BadRequestError if status in (400, 422) or status is None else ResponseError
     if status == 402:
         return PaymentRequiredError
     if status == 404:
         return ModelNotFoundError if ("model" in labels.lower()) else ResponseError
-    if status == 429 or error_type in ("rate_limit_error", "rate_limit_exceeded"):
+    if status == 429:
         return RateLimitError
     if status is not None and status >= 500:
         return CloudflareError if is_challenge and status == 503 else ServerError
-    if error_type == "server_error" or code == "server_error":
-        return ServerError
+    in_band = status is None or status < 400
+    if status in (400, 413, 422) or (in_band and error_type == "invalid_request_error"):
+        if _CONTEXT_PATTERNS.search(labels):
+            return ContextLengthError
+        return ResponseError if status == 413 else BadRequestError
+    if in_band:
+        if error_type in _RATE_LIMIT_LABELS or code in _RATE_LIMIT_LABELS:
+            return RateLimitError
+        if error_type == "server_error" or code == "server_error":
+            return ServerError
+        if _CONTEXT_PATTERNS.search(labels):
+            return ContextLengthError
     return ResponseError
 
 
@@ -199,7 +244,9 @@ def error_from_response(
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
-        fields = _fields(data)
+        fields = _fields(data, http_error=True)
+    elif "event-stream" in content_type or stripped.startswith(("data:", "event:")):
+        fields = _sse_fields(body)
     is_html = "html" in content_type or stripped[:15].lower().startswith(("<!doctype", "<html"))
     is_challenge = is_html and (
         bool(_CHALLENGE_PATTERNS.search(text[:20000])) or headers.get("cf-mitigated") == "challenge"

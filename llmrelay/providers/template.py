@@ -17,7 +17,7 @@ from .._runner import run_sync
 from ..errors import MissingAuthError, RelayError, ResponseError, StreamIncompleteError
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, open_response, stream_error
 from ..http.sse import SSEDecoder
-from ..http.status import error_from_data
+from ..http.status import error_from_data, redact, redact_error
 from ..media import data_uri, render_media
 from ..responses import AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
 from ..typing import AsyncResult, MediaListType, Messages
@@ -141,8 +141,22 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                     lowered = name.lower()
                     for existing in [key for key in result if key.lower() == lowered]:
                         del result[existing]
-                    result[name] = value
+                    if value is not None:  # None removes the header
+                        result[name] = value
         return result
+
+    @classmethod
+    def _check_auth(cls, api_key: str | None) -> None:
+        if cls.needs_auth and not api_key:
+            raise MissingAuthError(
+                f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
+                provider=cls.get_name(),
+            )
+        if api_key and (not api_key.isprintable() or api_key != api_key.strip()):
+            raise ValueError(
+                f"{cls.get_name()}: the API key has surrounding spaces or a control character such as a line break; "
+                f"check {cls.get_api_key_env()} or the api_key= argument"
+            )
 
     @classmethod
     def prepare_body(cls, body: dict[str, Any]) -> dict[str, Any]:
@@ -174,10 +188,11 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         await cls.prepare()
         base = cls.get_api_base(api_base)
         api_key = cls.get_api_key(api_key)
+        cls._check_auth(api_key)
         key = (base, _key_id(api_key))
         cached = _model_cache.get(key)
         if cached and time.monotonic() - cached[0] < cls.models_ttl:
-            return list(cached[1])
+            return cls._listed(cached[1])
         try:
             response = await open_response(
                 "GET",
@@ -190,7 +205,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 secrets=(api_key,),
             )
             try:
-                body = await response.read()
+                body = await _read_body(response, timeout or DEFAULT_TIMEOUT, cls.get_name())
             finally:
                 await response.release()
             try:
@@ -200,18 +215,27 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                     f"the model list is not JSON: {_excerpt(body)!r}", provider=cls.get_name()
                 ) from None
             models, image_models, vision_models = cls._parse_models(data)
-        except MissingAuthError:
+        except MissingAuthError as error:
+            redact_error(error, (api_key,))
             raise
         except (RelayError, *TRANSPORT_ERRORS) as error:
+            if isinstance(error, RelayError):
+                redact_error(error, (api_key,))
             if cls.fallback_models:
-                log.warning("%s: listing models failed (%s); using fallback_models", cls.get_name(), error)
+                reason = redact(str(error) or type(error).__name__, (api_key,))
+                log.warning("%s: listing models failed (%s); using fallback_models", cls.get_name(), reason)
                 return list(cls.fallback_models)
             raise
         _model_cache[key] = (time.monotonic(), models, image_models, vision_models)
-        return list(models)
+        return cls._listed(models)
+
+    @classmethod
+    def _listed(cls, models: list[str]) -> list[str]:
+        return sorted(models) if cls.sort_models else list(models)
 
     @classmethod
     def _parse_models(cls, data: Any) -> tuple[list[str], list[str], list[str]]:
+        """(ids in the server's order, ids flagged as image models, ids flagged as vision models)."""
         if isinstance(data, dict):
             entries = data.get("data")
             if entries is None:
@@ -221,8 +245,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if not isinstance(entries, list):
             raise ResponseError(f"unexpected model list: {_excerpt(orjson.dumps(data))!r}", provider=cls.get_name())
         models: list[str] = []
-        image_models = list(cls.image_models)
-        vision_models = list(cls.vision_models)
+        image_models: list[str] = []
+        vision_models: list[str] = []
         for entry in entries:
             if isinstance(entry, str):
                 models.append(entry)
@@ -237,8 +261,6 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 image_models.append(model_id)
             if entry.get("vision"):
                 vision_models.append(model_id)
-        if cls.sort_models:
-            models.sort()
         return models, image_models, vision_models
 
     @classmethod
@@ -248,6 +270,21 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             return True
         cached = _model_cache.get((api_base, _key_id(api_key)))
         return bool(cached and model in cached[2])
+
+    @classmethod
+    def get_image_models(cls, api_key: str | None = None, api_base: str | None = None) -> list[str]:
+        """The static ``image_models`` plus the ids a cached listing flagged as image models (no request)."""
+        return cls._flagged(2, cls.image_models, api_key, api_base)
+
+    @classmethod
+    def get_vision_models(cls, api_key: str | None = None, api_base: str | None = None) -> list[str]:
+        """The static ``vision_models`` plus the ids a cached listing flagged as vision models (no request)."""
+        return cls._flagged(3, cls.vision_models, api_key, api_base)
+
+    @classmethod
+    def _flagged(cls, slot: int, static: list[str], api_key: str | None, api_base: str | None) -> list[str]:
+        cached = _model_cache.get((cls.get_api_base(api_base), _key_id(cls.get_api_key(api_key))))
+        return list(dict.fromkeys([*static, *(cached[slot] if cached else ())]))
 
     # ------------------------------------------------------------------- chat
 
@@ -278,18 +315,26 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     ) -> AsyncResult:
         """Send a chat (or image) request and yield the answer as text pieces and typed events."""
         if "base_url" in kwargs:
-            api_base = api_base or kwargs.pop("base_url")
+            base_url = kwargs.pop("base_url")
+            api_base = api_base or base_url
         if "extra_body" in kwargs:
             extra_body = kwargs.pop("extra_body")
             extra_data = {**(extra_data or {}), **(extra_body or {})}
-        await cls.prepare()
-        base = cls.get_api_base(api_base)
-        api_key = cls.get_api_key(api_key)
-        if cls.needs_auth and not api_key:
-            raise MissingAuthError(
-                f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
-                provider=cls.get_name(),
+        if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
+            raise TypeError(
+                f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
             )
+        await cls.prepare()
+        endpoint = api_endpoint or cls.api_endpoint
+        try:
+            base = cls.get_api_base(api_base)
+        except ValueError:
+            if not endpoint:
+                raise
+            # Only a chat URL was named: the other endpoints (images) hang off its directory.
+            base = endpoint.rstrip("/").removesuffix("/chat/completions")
+        api_key = cls.get_api_key(api_key)
+        cls._check_auth(api_key)
         model = cls.get_model(model, has_media=bool(media), api_key=api_key, api_base=base)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         transport = {
@@ -302,48 +347,52 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             "secrets": (api_key,),
         }
 
-        if cls.is_image_model(model, base, api_key):
-            image_options = {}
-            for name in (*IMAGE_PARAMETERS, *IMAGE_SIZE_PARAMETERS):
-                if name in kwargs:
-                    image_options[name] = kwargs.pop(name)
-            _reject_unknown(kwargs, cls.get_name())
-            async for item in cls._generate_image(
-                model, messages, prompt, image_options, base, api_key, headers, extra_data, transport
-            ):
-                yield item
-            return
+        try:
+            if cls.is_image_model(model, base, api_key):
+                image_options = {}
+                for name in (*IMAGE_PARAMETERS, *IMAGE_SIZE_PARAMETERS):
+                    if name in kwargs:
+                        image_options[name] = kwargs.pop(name)
+                _reject_unknown(kwargs, cls.get_name())
+                async for item in cls._generate_image(
+                    model, messages, prompt, image_options, base, api_key, headers, extra_data, transport
+                ):
+                    yield item
+                return
 
-        allowed = cls.extra_parameters
-        if extra_parameters:
-            allowed = (*allowed, *extra_parameters)
-        body: dict[str, Any] = {"messages": render_media(messages, media), "model": model}
-        for name, value in (
-            ("temperature", temperature),
-            ("max_tokens", max_tokens),
-            ("top_p", top_p),
-            ("stop", stop),
-        ):
-            if value is not None:
-                body[name] = value
-        body["stream"] = stream
-        unknown = [name for name in kwargs if name not in allowed]
-        if unknown:
-            _reject_unknown({name: None for name in unknown}, cls.get_name())
-        for name, value in kwargs.items():
-            if value is not None:
-                body[name] = value
-        if stream and cls.supports_stream_options and "stream_options" not in body:
-            body["stream_options"] = {"include_usage": True}
-        if extra_data:
-            body.update(extra_data)
-        body = cls.prepare_body(body)
-        url = api_endpoint or cls.api_endpoint or f"{base}/chat/completions"
-        response = await open_response(
-            "POST", url, headers=cls.get_headers(stream, api_key, headers), body=_dumps(body), **transport
-        )
-        async for item in cls._read_response(response, model, timeout):
-            yield item
+            allowed = cls.extra_parameters
+            if extra_parameters:
+                allowed = (*allowed, *extra_parameters)
+            body: dict[str, Any] = {"messages": render_media(messages, media), "model": model}
+            for name, value in (
+                ("temperature", temperature),
+                ("max_tokens", max_tokens),
+                ("top_p", top_p),
+                ("stop", stop),
+            ):
+                if value is not None:
+                    body[name] = value
+            body["stream"] = stream
+            unknown = [name for name in kwargs if name not in allowed]
+            if unknown:
+                _reject_unknown({name: None for name in unknown}, cls.get_name())
+            for name, value in kwargs.items():
+                if value is not None:
+                    body[name] = value
+            if stream and cls.supports_stream_options and "stream_options" not in body:
+                body["stream_options"] = {"include_usage": True}
+            if extra_data:
+                body.update(extra_data)
+            body = cls.prepare_body(body)
+            url = endpoint or f"{base}/chat/completions"
+            response = await open_response(
+                "POST", url, headers=cls.get_headers(stream, api_key, headers), body=_dumps(body), **transport
+            )
+            async for item in cls._read_response(response, model, timeout):
+                yield item
+        except RelayError as error:
+            redact_error(error, (api_key,))
+            raise
 
     @classmethod
     async def _read_response(cls, response: Response, model: str, timeout: float) -> AsyncResult:
@@ -382,33 +431,38 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if data.get("error") is not None:
             raise error_from_data(data, provider=cls.get_name()) or ResponseError(_excerpt(body))
         events: list[Any] = [ProviderInfo(cls.get_name(), data.get("model") or model, url)]
-        choices = data.get("choices") or []
-        choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            events.append(Reasoning(reasoning))
-        content = message.get("content")
-        if isinstance(content, list):  # some servers return content parts
-            content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        if content:
-            events.append(content)
-        if message.get("refusal"):
-            events.append(message["refusal"])
-        calls = [_normalize_call(call, index) for index, call in enumerate(message.get("tool_calls") or [])]
-        if calls:
-            events.append(ToolCalls(calls))
-        audio = message.get("audio")
-        if isinstance(audio, dict) and audio.get("data"):
-            events.append(AudioResponse(audio["data"], audio.get("transcript") or ""))
-        usage = data.get("usage") or (data.get("x_groq") or {}).get("usage")
-        if isinstance(usage, dict):
-            events.append(Usage.from_dict(usage))
-        reason = choice.get("finish_reason")
-        if calls and reason in (None, "stop"):
-            reason = "tool_calls"
-        if reason:
-            events.append(FinishReason(reason))
+        choices = data.get("choices")
+        if not isinstance(choices, list):
+            raise ResponseError(f"the answer is not a chat completion: {_excerpt(body)!r}", provider=cls.get_name())
+        try:
+            choice = choices[0] if choices else {}
+            message = choice.get("message") or {}
+            reasoning = message.get("reasoning_content") or message.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                events.append(Reasoning(reasoning))
+            content = message.get("content")
+            if content:
+                events.append(content if type(content) is str else _parts_text(content))
+            if message.get("refusal"):
+                events.append(message["refusal"])
+            calls = [_normalize_call(call, index) for index, call in enumerate(message.get("tool_calls") or [])]
+            if calls:
+                events.append(ToolCalls(calls))
+            audio = message.get("audio")
+            if isinstance(audio, dict) and audio.get("data"):
+                events.append(AudioResponse(audio["data"], audio.get("transcript") or ""))
+            usage = data.get("usage") or (data.get("x_groq") or {}).get("usage")
+            if isinstance(usage, dict):
+                events.append(Usage.from_dict(usage))
+            reason = choice.get("finish_reason")
+            if calls and reason in (None, "stop"):
+                reason = "tool_calls"
+            if reason:
+                events.append(FinishReason(reason))
+        except (AttributeError, TypeError, KeyError):
+            raise ResponseError(
+                f"the answer has an unexpected shape: {_excerpt(body)!r}", provider=cls.get_name()
+            ) from None
         return events
 
     @classmethod
@@ -442,72 +496,98 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                     if finish is not None:
                         break  # the grace period after finish_reason ran out: the answer is complete
                     raise stream_error(
-                        asyncio.TimeoutError(), partial_text="".join(text), url=url, timeout=timeout, provider=name
+                        asyncio.TimeoutError(),
+                        partial_text="".join(text),
+                        url=url,
+                        timeout=timeout,
+                        provider=name,
+                        total_timeout=response.total_timeout,
+                        deadline=response.deadline,
                     ) from None
                 except TRANSPORT_ERRORS as error:
                     if finish is not None:
                         break
                     raise stream_error(
-                        error, partial_text="".join(text), url=url, timeout=timeout, provider=name
+                        error,
+                        partial_text="".join(text),
+                        url=url,
+                        timeout=timeout,
+                        provider=name,
+                        total_timeout=response.total_timeout,
+                        deadline=response.deadline,
                     ) from None
                 events = feed(chunk) if chunk else decoder.flush()
-                for event, data in events:
-                    if event != b"message":
-                        if event == b"error":
-                            raise _stream_error_event(data, name)
-                        continue
-                    if not data:
-                        continue
-                    if data == b"[DONE]":
-                        complete = True
-                        break
-                    try:
-                        obj = loads(data)
-                    except orjson.JSONDecodeError:
-                        raise ResponseError(f"a stream event is not JSON: {_excerpt(data)!r}", provider=name) from None
-                    if type(obj) is not dict:
-                        raise ResponseError(f"a stream event is not a JSON object: {_excerpt(data)!r}", provider=name)
-                    if "error" in obj and obj["error"] is not None:
-                        raise error_from_data(obj, provider=name) or ResponseError(_excerpt(data), provider=name)
-                    if info_pending:
-                        info_pending = False
-                        yield ProviderInfo(name, obj.get("model") or model, url)
-                    choices = obj.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        if choice.get("index", 0) != 0:
-                            choice = next((c for c in choices if c.get("index", 0) == 0), None)
-                        if choice:
-                            delta = choice.get("delta")
-                            if delta:
-                                content = delta.get("content")
-                                if content:
-                                    text.append(content)
-                                    yield content
-                                if len(delta) > 1 or content is None:
-                                    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-                                    if reasoning and type(reasoning) is str:
-                                        yield Reasoning(reasoning)
-                                    tool_calls = delta.get("tool_calls")
-                                    if tool_calls:
-                                        calls.add(tool_calls)
-                                    refusal = delta.get("refusal")
-                                    if refusal:
-                                        text.append(refusal)
-                                        yield refusal
-                                    audio = delta.get("audio")
-                                    if audio:
-                                        audio_data.append(audio.get("data") or "")
-                                        audio_transcript.append(audio.get("transcript") or "")
-                            reason = choice.get("finish_reason")
-                            if reason and finish is None:
-                                finish = reason
-                                finished_at = time.monotonic()
-                    chunk_usage = obj.get("usage")
-                    if chunk_usage:
-                        usage = chunk_usage
-                    elif "x_groq" in obj:
-                        usage = (obj["x_groq"] or {}).get("usage") or usage
+                try:
+                    for event, data in events:
+                        if event != b"message":
+                            if event == b"error":
+                                raise _stream_error_event(data, name)
+                            continue
+                        if not data:
+                            continue
+                        if data == b"[DONE]":
+                            complete = True
+                            break
+                        try:
+                            obj = loads(data)
+                        except orjson.JSONDecodeError:
+                            raise ResponseError(
+                                f"a stream event is not JSON: {_excerpt(data)!r}", provider=name
+                            ) from None
+                        if type(obj) is not dict:
+                            raise ResponseError(
+                                f"a stream event is not a JSON object: {_excerpt(data)!r}", provider=name
+                            )
+                        if "error" in obj and obj["error"] is not None:
+                            raise error_from_data(obj, provider=name) or ResponseError(_excerpt(data), provider=name)
+                        if info_pending:
+                            info_pending = False
+                            yield ProviderInfo(name, obj.get("model") or model, url)
+                        choices = obj.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            if choice.get("index", 0) != 0:
+                                choice = next((c for c in choices if c.get("index", 0) == 0), None)
+                            if choice:
+                                delta = choice.get("delta")
+                                if delta:
+                                    content = delta.get("content")
+                                    if content:
+                                        if type(content) is not str:
+                                            content = _parts_text(content)
+                                        text.append(content)
+                                        yield content
+                                    if len(delta) > 1 or content is None:
+                                        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                                        if reasoning and type(reasoning) is str:
+                                            yield Reasoning(reasoning)
+                                        tool_calls = delta.get("tool_calls")
+                                        if tool_calls:
+                                            calls.add(tool_calls)
+                                        refusal = delta.get("refusal")
+                                        if refusal:
+                                            text.append(refusal)
+                                            yield refusal
+                                        audio = delta.get("audio")
+                                        if audio:
+                                            audio_data.append(audio.get("data") or "")
+                                            audio_transcript.append(audio.get("transcript") or "")
+                                reason = choice.get("finish_reason")
+                                if reason and finish is None:
+                                    finish = reason
+                                    finished_at = time.monotonic()
+                        chunk_usage = obj.get("usage")
+                        if not chunk_usage and "x_groq" in obj:
+                            chunk_usage = (obj["x_groq"] or {}).get("usage")
+                        if chunk_usage:
+                            if type(chunk_usage) is not dict:
+                                raise TypeError
+                            usage = chunk_usage
+                except (AttributeError, TypeError, KeyError):
+                    # A chunk whose choices / delta / usage are not the objects the API defines.
+                    raise ResponseError(
+                        f"a stream event has an unexpected shape: {_excerpt(data)!r}", provider=name
+                    ) from None
                 if not chunk:
                     break
             if not complete and finish is None:
@@ -573,7 +653,14 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if isinstance(data, dict) and data.get("error") is not None:
             raise error_from_data(data, provider=cls.get_name()) or ResponseError(_excerpt(raw))
         images = []
-        for item in (data.get("data") if isinstance(data, dict) else None) or []:
+        entries = (data.get("data") if isinstance(data, dict) else None) or []
+        if not isinstance(entries, list):
+            entries = [entries]
+        for item in entries:
+            if not isinstance(item, dict):
+                raise ResponseError(
+                    f"the image answer has an unexpected shape: {_excerpt(raw)!r}", provider=cls.get_name()
+                )
             if item.get("url"):
                 images.append(item["url"])
             elif item.get("b64_json"):
@@ -586,6 +673,15 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             raise ResponseError(f"the image answer holds no image: {_excerpt(raw)!r}", provider=cls.get_name())
         yield ProviderInfo(cls.get_name(), model, response.url)
         yield ImageResponse(images, prompt)
+
+
+def _parts_text(content: Any) -> str:
+    """The text of a ``content`` that is a list of parts (some servers send those); else TypeError."""
+    if type(content) is not list:
+        raise TypeError(f"content is {type(content).__name__}, not text")
+    return "".join(
+        part.get("text") or "" for part in content if type(part) is dict and part.get("type", "text") == "text"
+    )
 
 
 def _incomplete(name: str, partial: str) -> RelayError:
@@ -612,7 +708,15 @@ async def _read_body(response: Response, timeout: float, name: str) -> bytes:
     try:
         return await response.read()
     except TRANSPORT_ERRORS as error:
-        raise stream_error(error, partial_text="", url=response.url, timeout=timeout, provider=name) from None
+        raise stream_error(
+            error,
+            partial_text="",
+            url=response.url,
+            timeout=timeout,
+            provider=name,
+            total_timeout=response.total_timeout,
+            deadline=response.deadline,
+        ) from None
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -697,6 +801,8 @@ class _ToolCallAccumulator:
                 current = self._by_position.get(position)
                 key = None if current is None else current["_key"]
             call = self._by_key.get(key) if key is not None else None
+            if call is not None and call_id and call["id"] and call_id != call["id"]:
+                call = None  # a new id at a used index: a new call (servers that send every call as index 0)
             if call is None:
                 key = key if key is not None else ("position", position, len(self._calls))
                 call = {"_key": key, "id": "", "type": "function", "name": "", "arguments": []}
