@@ -39,6 +39,7 @@ _EXPORTS = {
     "TimeoutError": "llmrelay.errors",
     "StreamIncompleteError": "llmrelay.errors",
     "AllProvidersFailedError": "llmrelay.errors",
+    "UnsupportedParameterError": "llmrelay.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
         ServerError,
         StreamIncompleteError,
         TimeoutError,
+        UnsupportedParameterError,
     )
     from .providers.base import AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     from .providers.template import OpenaiTemplate

@@ -33,6 +33,7 @@ __all__ = [
     "StreamIncompleteError",
     "StreamTimeoutError",
     "TimeoutError",
+    "UnsupportedParameterError",
 ]
 
 
@@ -103,6 +104,10 @@ def _rebuild(cls: type[RelayError], message: str, state: dict[str, Any]) -> Rela
 
 class MissingAuthError(RelayError):
     """No API key where the provider needs one, or the server refused the key (401, 403 about auth)."""
+
+
+class UnsupportedParameterError(RelayError, ValueError):
+    """A parameter the chosen provider is documented to reject; raised before any request is sent."""
 
 
 class MissingRequirementsError(RelayError):

@@ -492,7 +492,12 @@ def _host(url: str) -> str:
 
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
-    reason = str(error) or type(error).__name__
+    os_error = getattr(error, "os_error", None)  # aiohttp's connector errors wrap the OSError that says why
+    if isinstance(os_error, OSError) and (os_error.errno or os_error.strerror):
+        positive = isinstance(os_error.errno, int) and os_error.errno > 0  # DNS errors have negative codes
+        reason = os.strerror(os_error.errno) if positive else str(os_error.strerror or os_error)
+    else:
+        reason = str(error) or type(error).__name__
     return redact(f"cannot reach {_host(url)}: {reason}", secrets)
 
 

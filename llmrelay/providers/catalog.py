@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from ..errors import RelayError
+from ..errors import UnsupportedParameterError
 from ..typing import AsyncResult, Messages
 from .template import OpenaiTemplate
 
@@ -55,10 +55,6 @@ __all__ = [
     "is_configured",
     "provider_names",
 ]
-
-
-class UnsupportedParameterError(RelayError, ValueError):
-    """A parameter the chosen provider is documented to reject; raised before any request is sent."""
 
 
 class CatalogProvider(OpenaiTemplate):
