@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextvars
+import errno
 import os
 import ssl as ssl_module
 import threading
@@ -394,11 +395,11 @@ async def _open_aiohttp(
                 timeout=_timeout(timeout, total_timeout),
             )
             break
-        except aiohttp.ServerDisconnectedError as error:
-            # A pooled keep-alive connection the server closed while the request was on its way:
-            # send it again once, on a new connection. A new connection that drops the request
-            # means the server itself gave up: sending a POST again could run it twice.
-            if attempt == 0 and not _new_connection.get():
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError) as error:
+            # A pooled keep-alive connection the server closed (or reset) while the request was on
+            # its way: send it again once, on a new connection. A new connection that drops the
+            # request means the server itself gave up: sending a POST again could run it twice.
+            if attempt == 0 and not _new_connection.get() and _is_stale_connection(error):
                 continue
             raise ConnectError(_describe(error, url, secrets), provider=provider) from None
         except aiohttp.ConnectionTimeoutError:
@@ -489,6 +490,12 @@ async def _open_curl(
 def _host(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc.rpartition("@")[2] or url
+
+
+def _is_stale_connection(error: BaseException) -> bool:
+    if isinstance(error, (aiohttp.ServerDisconnectedError, ConnectionResetError)):
+        return True
+    return isinstance(error, OSError) and error.errno in (errno.ECONNRESET, errno.EPIPE)
 
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
