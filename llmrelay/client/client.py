@@ -607,6 +607,25 @@ class _ClientBase:
 
     _core: _Core
 
+    def __init__(
+        self,
+        provider: ProviderSpec = None,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        max_retries: int = 2,
+        timeout: float | None = None,
+        proxy: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        base_url: str | None = None,
+        sleep: SleepFunction | None = None,
+    ) -> None:
+        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+        self._attach()
+
+    def _attach(self) -> None:
+        raise NotImplementedError
+
     @property
     def providers(self) -> list[ProviderClass]:
         """The provider classes, in fallback order."""
@@ -643,20 +662,7 @@ class AsyncClient(_ClientBase):
     output; ``sleep`` replaces ``asyncio.sleep`` for the waits between retries.
     """
 
-    def __init__(
-        self,
-        provider: ProviderSpec = None,
-        api_key: str | None = None,
-        api_base: str | None = None,
-        max_retries: int = 2,
-        timeout: float | None = None,
-        proxy: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        base_url: str | None = None,
-        sleep: SleepFunction | None = None,
-    ) -> None:
-        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+    def _attach(self) -> None:
         self.chat = _AsyncChat(self._core)
         self.models = _AsyncModels(self._core)
         self.images = _AsyncImages(self._core)
@@ -804,20 +810,7 @@ class Client(_ClientBase):
     inside a running event loop (Jupyter).
     """
 
-    def __init__(
-        self,
-        provider: ProviderSpec = None,
-        api_key: str | None = None,
-        api_base: str | None = None,
-        max_retries: int = 2,
-        timeout: float | None = None,
-        proxy: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        *,
-        base_url: str | None = None,
-        sleep: SleepFunction | None = None,
-    ) -> None:
-        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+    def _attach(self) -> None:
         self._runtime = _SyncRuntime(self._core)
         self.chat = _SyncChat(self._runtime)
         self.models = _SyncModels(self._runtime)

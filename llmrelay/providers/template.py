@@ -492,21 +492,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                         if remaining <= 0:
                             break
                         chunk = await asyncio.wait_for(read(), remaining)
-                except asyncio.TimeoutError:
+                except TRANSPORT_ERRORS as error:  # includes the idle-read and grace-period timeouts
                     if finish is not None:
-                        break  # the grace period after finish_reason ran out: the answer is complete
-                    raise stream_error(
-                        asyncio.TimeoutError(),
-                        partial_text="".join(text),
-                        url=url,
-                        timeout=timeout,
-                        provider=name,
-                        total_timeout=response.total_timeout,
-                        deadline=response.deadline,
-                    ) from None
-                except TRANSPORT_ERRORS as error:
-                    if finish is not None:
-                        break
+                        break  # finish_reason came: what is missing is at most the [DONE] / usage trailer
                     raise stream_error(
                         error,
                         partial_text="".join(text),
