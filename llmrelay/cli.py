@@ -557,7 +557,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     cls = resolve_provider(args)
     if cls.__name__ == "Local":
         raise UsageError("the local model cannot generate images; choose a provider with -p (e.g. -p openai)")
-    model = args.model or getattr(cls, "default_image_model", "")
+    model = args.model or cls.default_image_model
     if not model:
         raise UsageError(f"{cls.get_name()} has no default image model: pass -m MODEL")
     options = _connection(args)
@@ -570,23 +570,6 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_provider(cls: type[OpenaiTemplate], model: str) -> type[OpenaiTemplate]:
-    """``cls`` itself if it already treats ``model`` as an image model, else a subclass that does."""
-    if model in cls.image_models:
-        return cls
-    return type(
-        cls.__name__,
-        (cls,),
-        {
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "label": cls.get_name(),
-            "api_key_env": cls.get_api_key_env(),
-            "image_models": [*cls.image_models, model],
-        },
-    )
-
-
 async def _generate_image(
     cls: type[OpenaiTemplate], model: str, prompt: str, size: str | None, options: dict[str, Any]
 ) -> bytes:
@@ -595,30 +578,21 @@ async def _generate_image(
 
     from .errors import ResponseError
     from .http.session import DEFAULT_TIMEOUT, open_response
-    from .responses import ImageResponse
 
-    provider = _image_provider(cls, model)
     extra = {"size": size} if size else {}
-    images: list[str] = []
-    async for chunk in provider.create_async_generator(
-        model, [{"role": "user", "content": prompt}], prompt=prompt, **extra, **options
-    ):
-        if isinstance(chunk, ImageResponse):
-            images.extend(chunk.images)
-    if not images:
-        raise ResponseError("the answer holds no image", provider=cls.get_name())
-    image = images[0]
-    if image.startswith("data:"):
-        header, _, payload = image.partition(",")
+    data = await cls.generate_images_async(prompt, model, **extra, **options)
+    image = data["data"][0]
+    if image.get("b64_json"):
         try:
-            return base64.b64decode(payload, validate=True) if ";base64" in header else payload.encode()
+            return base64.b64decode(image["b64_json"], validate=True)
         except (binascii.Error, ValueError):
             raise ResponseError("the image in the answer is not valid base64", provider=cls.get_name()) from None
-    if not image.startswith(("http://", "https://")):
-        raise ResponseError(f"unexpected image reference {image[:80]!r}", provider=cls.get_name())
+    url = str(image.get("url") or "")
+    if not url.startswith(("http://", "https://")):
+        raise ResponseError(f"unexpected image reference {url[:80]!r}", provider=cls.get_name())
     # Downloaded without the API key: the image may live on another host.
     response = await open_response(
-        "GET", image, headers={"Accept": "*/*"}, timeout=options.get("timeout") or DEFAULT_TIMEOUT
+        "GET", url, headers={"Accept": "*/*"}, timeout=options.get("timeout") or DEFAULT_TIMEOUT
     )
     try:
         return await response.read()

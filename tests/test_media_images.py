@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import io
@@ -305,3 +306,27 @@ def test_image_error_and_empty_answers(server) -> None:
     server.script(json_reply({"data": ["just a string"]}))
     with pytest.raises(ResponseError):
         collect(image_provider(server), model="img-1")
+
+
+def test_generate_images_async_returns_the_server_json(server) -> None:
+    answer = {"created": 7, "data": [{"b64_json": b64(PNG), "revised_prompt": "a cat, red"}]}
+    server.route("POST", "/v1/images/generations", json_reply(answer))
+    provider = image_provider(server, default_image_model="img-2")
+
+    data = asyncio.run(provider.generate_images_async("a red cat", aspect_ratio="16:9", response_format="b64_json"))
+
+    assert data == answer
+    assert server.requests[0].json() == {
+        "model": "img-2",
+        "prompt": "a red cat",
+        "size": "1792x1024",
+        "response_format": "b64_json",
+    }
+
+
+def test_generate_images_async_checks_before_sending(server) -> None:
+    with pytest.raises(TypeError, match="temperature"):
+        asyncio.run(image_provider(server).generate_images_async("x", temperature=0.2))
+    with pytest.raises(ValueError, match="no image model"):
+        asyncio.run(make_provider(server).generate_images_async("x"))
+    assert server.requests == []

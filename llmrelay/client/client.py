@@ -26,10 +26,8 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
-import orjson
-
 from .._runner import BackgroundLoop
-from ..errors import AllProvidersFailedError, MissingAuthError, ResponseError
+from ..errors import AllProvidersFailedError
 from ..responses import AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
 from .retry import retry_delay
 from .types import (
@@ -459,56 +457,30 @@ class _Core:
 async def _generate_images(
     provider: ProviderClass, model: str | None, body: dict[str, Any], options: dict[str, Any]
 ) -> ImagesResponse:
-    """POST ``{api_base}/images/generations`` with the provider's base URL, key and headers."""
-    from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response, stream_error
-    from ..http.status import error_from_data
-
+    """The provider's ``generate_images_async``, wrapped as an OpenAI ``ImagesResponse``."""
     name = _name(provider)
-    if not all(hasattr(provider, attribute) for attribute in ("get_api_base", "get_api_key", "get_headers")):
+    generate = getattr(provider, "generate_images_async", None)
+    if generate is None:
         raise TypeError(f"{name} cannot generate images: it is not an OpenaiTemplate provider")
-    prepare = getattr(provider, "prepare", None)
-    if prepare is not None:
-        await prepare()
-    base = provider.get_api_base(options.get("api_base"))
-    api_key = provider.get_api_key(options.get("api_key"))
-    if getattr(provider, "needs_auth", False) and not api_key:
-        env = provider.get_api_key_env() if hasattr(provider, "get_api_key_env") else "its key variable"
-        raise MissingAuthError(f"{name} needs an API key: set {env} or pass api_key=", provider=name)
-    if not model:
-        model = getattr(provider, "default_image_model", "") or next(iter(getattr(provider, "image_models", ())), "")
-        if not model:
-            raise ValueError(f"{name}: no image model given and none known for this provider: pass model=")
-    get_model = getattr(provider, "get_model", None)
-    if get_model is not None:
-        model = get_model(model)
-    timeout = options.get("timeout") or DEFAULT_TIMEOUT
-    response = await open_response(
-        "POST",
-        f"{base}/images/generations",
-        headers=provider.get_headers(False, api_key, options.get("headers")),
-        body=orjson.dumps({"model": model, **body}),
+    body = dict(body)
+    prompt = body.pop("prompt")
+    extra_data = {key: body.pop(key) for key in list(body) if key not in _IMAGE_OPTIONS}
+    data = await generate(
+        prompt,
+        model or "",
+        api_key=options.get("api_key"),
+        api_base=options.get("api_base"),
         proxy=options.get("proxy"),
-        ssl=getattr(provider, "ssl", None),
-        timeout=timeout,
-        provider=name,
-        secrets=(api_key,),
+        timeout=options.get("timeout"),
+        headers=options.get("headers"),
+        extra_data=extra_data or None,
+        **body,
     )
-    try:
-        raw = await response.read()
-    except TRANSPORT_ERRORS as error:
-        raise stream_error(error, partial_text="", url=response.url, timeout=timeout, provider=name) from None
-    finally:
-        await response.release()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ResponseError(f"the image answer is not JSON: {raw[:200]!r}", provider=name) from None
-    if isinstance(data, dict) and data.get("error") is not None:
-        raise error_from_data(data, provider=name, secrets=(api_key,)) or ResponseError(repr(raw[:200]), provider=name)
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise ResponseError(f"the image answer holds no image list: {raw[:200]!r}", provider=name)
     data.setdefault("created", int(time.time()))
-    return ImagesResponse(data, provider=name, model=model)
+    return ImagesResponse(data, provider=name, model=model or getattr(provider, "default_image_model", "") or "")
+
+
+_IMAGE_OPTIONS = ("n", "size", "quality", "style", "response_format", "background", "output_format")
 
 
 # ---------------------------------------------------------------- async client

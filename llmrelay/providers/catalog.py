@@ -65,13 +65,11 @@ class CatalogProvider(OpenaiTemplate):
     * ``renamed_parameters`` - ``{"openai_name": "provider_name"}``, applied to the body;
     * ``unsupported_parameters`` - body keys the API rejects: :class:`UnsupportedParameterError`
       names them instead of a server-side 400 (they are never dropped silently);
-    * ``default_image_model`` - what ``llmrelay image`` uses without ``-m``.
     """
 
     api_base_env: ClassVar[str | None] = None
     renamed_parameters: ClassVar[dict[str, str]] = {}
     unsupported_parameters: ClassVar[tuple[str, ...]] = ()
-    default_image_model: ClassVar[str] = ""
 
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:

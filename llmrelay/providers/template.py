@@ -84,6 +84,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     needs_auth: ClassVar[bool] = False
     fallback_models: ClassVar[list[str]] = []
     image_models: ClassVar[list[str]] = []
+    default_image_model: ClassVar[str] = ""
     vision_models: ClassVar[list[str]] = []
     sort_models: ClassVar[bool] = True
     models_ttl: ClassVar[float] = 3600.0
@@ -596,19 +597,62 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     # ----------------------------------------------------------------- images
 
     @classmethod
-    async def _generate_image(
+    async def generate_images_async(
+        cls,
+        prompt: str,
+        model: str = "",
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        impersonate: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """POST ``{api_base}/images/generations`` and return the server's JSON (``{"data": [{"url" | "b64_json"}]}``).
+
+        ``options`` are the image keywords (``n``, ``size``, ``quality``, ``style``,
+        ``response_format``, ``background``, ``output_format``; ``width`` + ``height`` or
+        ``aspect_ratio`` become ``size``). ``model`` defaults to ``default_image_model``,
+        else the first of ``image_models``.
+        """
+        await cls.prepare()
+        base = cls.get_api_base(api_base)
+        api_key = cls.get_api_key(api_key)
+        cls._check_auth(api_key)
+        model = model or cls.default_image_model or next(iter(cls.image_models), "")
+        if not model:
+            raise ValueError(f"{cls.get_name()}: no image model given and none known for this provider: pass model=")
+        model = cls.get_model(model)
+        unknown = {name: None for name in options if name not in (*IMAGE_PARAMETERS, *IMAGE_SIZE_PARAMETERS)}
+        _reject_unknown(unknown, cls.get_name())
+        transport = {
+            "proxy": proxy,
+            "ssl": cls.ssl,
+            "timeout": DEFAULT_TIMEOUT if timeout is None else timeout,
+            "total_timeout": total_timeout,
+            "impersonate": impersonate,
+            "provider": cls.get_name(),
+            "secrets": (api_key,),
+        }
+        return await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, transport)
+
+    @classmethod
+    async def _post_images(
         cls,
         model: str,
-        messages: Messages,
-        prompt: str | None,
+        prompt: str,
         options: dict[str, Any],
         base: str,
         api_key: str | None,
         headers: Mapping[str, str] | None,
         extra_data: dict[str, Any] | None,
         transport: dict[str, Any],
-    ) -> AsyncResult:
-        prompt = prompt or _last_user_text(messages)
+    ) -> dict[str, Any]:
+        options = dict(options)
         body: dict[str, Any] = {"model": model, "prompt": prompt}
         width, height, ratio = (
             options.pop("width", None),
@@ -640,15 +684,30 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             raise ResponseError(f"the image answer is not JSON: {_excerpt(raw)!r}", provider=cls.get_name()) from None
         if isinstance(data, dict) and data.get("error") is not None:
             raise error_from_data(data, provider=cls.get_name()) or ResponseError(_excerpt(raw))
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
+            raise ResponseError(f"the image answer has an unexpected shape: {_excerpt(raw)!r}", provider=cls.get_name())
+        if not any(item.get("url") or item.get("b64_json") for item in entries):
+            raise ResponseError(f"the image answer holds no image: {_excerpt(raw)!r}", provider=cls.get_name())
+        return data
+
+    @classmethod
+    async def _generate_image(
+        cls,
+        model: str,
+        messages: Messages,
+        prompt: str | None,
+        options: dict[str, Any],
+        base: str,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+        extra_data: dict[str, Any] | None,
+        transport: dict[str, Any],
+    ) -> AsyncResult:
+        prompt = prompt or _last_user_text(messages)
+        data = await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, transport)
         images = []
-        entries = (data.get("data") if isinstance(data, dict) else None) or []
-        if not isinstance(entries, list):
-            entries = [entries]
-        for item in entries:
-            if not isinstance(item, dict):
-                raise ResponseError(
-                    f"the image answer has an unexpected shape: {_excerpt(raw)!r}", provider=cls.get_name()
-                )
+        for item in data["data"]:
             if item.get("url"):
                 images.append(item["url"])
             elif item.get("b64_json"):
@@ -657,9 +716,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 except ValueError:
                     raise ResponseError("an image in the answer is not valid base64", provider=cls.get_name()) from None
                 images.append(data_uri(decoded))
-        if not images:
-            raise ResponseError(f"the image answer holds no image: {_excerpt(raw)!r}", provider=cls.get_name())
-        yield ProviderInfo(cls.get_name(), model, response.url)
+        yield ProviderInfo(cls.get_name(), model, f"{base}/images/generations")
         yield ImageResponse(images, prompt)
 
 
