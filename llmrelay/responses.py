@@ -42,15 +42,26 @@ class _Event:
 
 
 class ProviderInfo(_Event):
-    """Who answers: sent once, before the first text, with the model the server reports."""
+    """Who answers: sent once, before the first text, with the model, response id and time the server reports."""
 
-    __slots__ = ("model", "name", "url")
+    __slots__ = ("created", "id", "model", "name", "system_fingerprint", "url")
     kind = "provider"
 
-    def __init__(self, name: str, model: str, url: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        url: str,
+        id: str | None = None,  # the server's response id
+        created: int | None = None,
+        system_fingerprint: str | None = None,
+    ) -> None:
         self.name = name
         self.model = model
         self.url = url
+        self.id = id
+        self.created = created
+        self.system_fingerprint = system_fingerprint
 
 
 class Reasoning(_Event):

@@ -13,8 +13,15 @@ CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "
 
 EVENTS = [
     (
-        ProviderInfo("Groq", "llama", "https://x/v1/chat/completions"),
-        {"name": "Groq", "model": "llama", "url": "https://x/v1/chat/completions"},
+        ProviderInfo("Groq", "llama", "https://x/v1/chat/completions", "chatcmpl-9", 1700000000),
+        {
+            "name": "Groq",
+            "model": "llama",
+            "url": "https://x/v1/chat/completions",
+            "id": "chatcmpl-9",
+            "created": 1700000000,
+            "system_fingerprint": None,
+        },
     ),
     (Reasoning("because"), {"token": "because"}),
     (ToolCalls([CALL]), {"calls": [CALL]}),

@@ -8,6 +8,7 @@ import time
 import pytest
 from helpers import collect, collect_error, kinds, make_provider, of_type, text_of
 from scripted_server import (
+    CREATED,
     Reply,
     chunk,
     completion,
@@ -521,7 +522,18 @@ def test_event_order_and_provider_info_model(server) -> None:
 def test_provider_info_falls_back_to_requested_model(server) -> None:
     server.script(sse_reply(chunk("x", model=""), chunk(finish_reason="stop", model=""), "[DONE]"))
     items = collect(make_provider(server), model="asked", stream=True)
-    assert items[0] == ProviderInfo(items[0].name, "asked", f"{server.base}/chat/completions")
+    assert items[0] == ProviderInfo(items[0].name, "asked", f"{server.base}/chat/completions", "chatcmpl-1", CREATED)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_provider_info_carries_the_server_id_created_and_fingerprint(server, stream: bool) -> None:
+    fields = {"id": "chatcmpl-abc", "created": 1234, "system_fingerprint": "fp_1"}
+    if stream:
+        server.script(sse_reply(chunk("x", **fields), chunk(finish_reason="stop", **fields), "[DONE]"))
+    else:
+        server.script(json_reply(completion("x", **fields)))
+    (info,) = of_type(collect(make_provider(server), model="m", stream=stream), ProviderInfo)
+    assert (info.id, info.created, info.system_fingerprint) == ("chatcmpl-abc", 1234, "fp_1")
 
 
 def test_non_streamed_event_order(server) -> None:

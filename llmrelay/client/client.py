@@ -179,8 +179,8 @@ def _completion(items: list[Any], provider: ProviderClass, model: str) -> ChatCo
         message["tool_calls"] = _tool_call_dicts(calls, indexed=False)
     choice = Choice(0, ChatCompletionMessage(message), finish or ("tool_calls" if calls else "stop"))
     return ChatCompletion(
-        _new_id(),
-        int(time.time()),
+        (info.id if info is not None and info.id else None) or _new_id(),
+        (info.created if info is not None and info.created else None) or int(time.time()),
         (info.model if info is not None and info.model else model),
         [choice],
         CompletionUsage(usage.to_dict()) if usage is not None else None,
@@ -234,8 +234,8 @@ async def _chunk_stream(
     name = info.name if info is not None else _name(provider)
     if info is not None and info.model:
         model = info.model
-    chunk_id = _new_id()
-    created = int(time.time())
+    chunk_id = (info.id if info is not None and info.id else None) or _new_id()
+    created = (info.created if info is not None and info.created else None) or int(time.time())
     state = _StreamState()
     chunk_class, choice_class, delta_class = ChatCompletionChunk, ChunkChoice, ChoiceDelta
     try:

@@ -431,7 +431,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             raise ResponseError(f"unexpected answer: {_excerpt(body)!r}", provider=cls.get_name())
         if data.get("error") is not None:
             raise error_from_data(data, provider=cls.get_name()) or ResponseError(_excerpt(body))
-        events: list[Any] = [ProviderInfo(cls.get_name(), data.get("model") or model, url)]
+        events: list[Any] = [_provider_info(cls.get_name(), data, model, url)]
         choices = data.get("choices")
         if not isinstance(choices, list):
             raise ResponseError(f"the answer is not a chat completion: {_excerpt(body)!r}", provider=cls.get_name())
@@ -531,7 +531,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                             raise error_from_data(obj, provider=name) or ResponseError(_excerpt(data), provider=name)
                         if info_pending:
                             info_pending = False
-                            yield ProviderInfo(name, obj.get("model") or model, url)
+                            yield _provider_info(name, obj, model, url)
                         choices = obj.get("choices")
                         if choices:
                             choice = choices[0]
@@ -718,6 +718,19 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 images.append(data_uri(decoded))
         yield ProviderInfo(cls.get_name(), model, f"{base}/images/generations")
         yield ImageResponse(images, prompt)
+
+
+def _provider_info(name: str, data: dict[str, Any], model: str, url: str) -> ProviderInfo:
+    """``ProviderInfo`` from the first chunk (or the whole answer): the model, id and time the server reports."""
+    response_id, created, fingerprint = data.get("id"), data.get("created"), data.get("system_fingerprint")
+    return ProviderInfo(
+        name,
+        data.get("model") or model,
+        url,
+        response_id if isinstance(response_id, str) else None,
+        created if isinstance(created, int) else None,
+        fingerprint if isinstance(fingerprint, str) else None,
+    )
 
 
 def _parts_text(content: Any) -> str:
