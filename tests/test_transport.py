@@ -17,6 +17,7 @@ from helpers import MESSAGES, acollect, collect, collect_error, kinds, make_prov
 from scripted_server import Reply, chunk, completion, json_reply, sse, sse_reply, usage
 
 from llmrelay.errors import ConnectError, RelayError, StreamIncompleteError, TimeoutError
+from llmrelay.http.session import close_sessions
 from llmrelay.responses import FinishReason, ProviderInfo
 
 
@@ -232,6 +233,46 @@ def test_a_steady_stream_longer_than_timeout_is_not_cut(server) -> None:
     items = collect(make_provider(server), stream=True, timeout=0.3)
     assert text_of(items) == "".join(pieces)
     assert items[-1] == FinishReason("stop")
+
+
+def test_idle_timeout_fires_after_a_steady_start_then_a_stall(server) -> None:
+    # The idle timer is re-armed lazily: it must still fire `timeout` after the last byte, not after the first.
+    writes: list[bytes | float] = []
+    for index in range(8):
+        writes += [sse(chunk(f"p{index} ")), 0.1]
+    writes += [3.0, sse(chunk(finish_reason="stop"))]
+    server.script(Reply(headers=[("Content-Type", "text/event-stream")], writes=writes))
+    started = time.monotonic()
+    items, error = collect_error(make_provider(server), stream=True, timeout=0.4)
+    elapsed = time.monotonic() - started
+    assert isinstance(error, TimeoutError)
+    assert text_of(items) == "".join(f"p{index} " for index in range(8))
+    # The last byte comes at ~0.7 s: the timeout is due at ~1.1 s (not at 0.4 s, not after the 3 s pause).
+    assert 1.0 <= elapsed < 2.5
+
+
+def test_a_shorter_timeout_applies_on_a_reused_connection(server) -> None:
+    provider = make_provider(server)
+    server.script(json_reply(completion("ok")))
+    server.script(Reply(headers=[("Content-Type", "application/json")], writes=[3.0, b"{}"]))
+
+    async def main() -> tuple[list, BaseException | None, float]:
+        first = [item async for item in provider.create_async_generator("m", MESSAGES, timeout=60)]
+        started = time.monotonic()
+        try:
+            async for _ in provider.create_async_generator("m", MESSAGES, timeout=0.3):
+                pass
+        except TimeoutError as error:
+            return first, error, time.monotonic() - started
+        finally:
+            await close_sessions()
+        return first, None, time.monotonic() - started
+
+    first, error, elapsed = asyncio.run(main())
+    assert text_of(first) == "ok"
+    assert isinstance(error, TimeoutError)
+    assert elapsed < 2.0
+    assert server.connections == 1
 
 
 def test_total_timeout_cuts_a_long_stream(server) -> None:
