@@ -424,26 +424,17 @@ def test_no_answer_within_timeout_is_timeout_error(server) -> None:
     assert isinstance(error, RelayError)
 
 
-def test_impersonate_without_curl_cffi_is_missing_requirements(server) -> None:
-    try:
-        import curl_cffi  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("curl_cffi is installed")
+def test_impersonate_without_curl_cffi_is_missing_requirements(server, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "curl_cffi", None)  # as if not installed: importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "curl_cffi.requests", None)
     _, error = collect_error(make_provider(server), impersonate="chrome")
     assert type(error) is MissingRequirementsError
-    assert "pip install" in str(error)
+    assert "pip install 'llmrelay[impersonate]'" in str(error)
     assert server.requests == []
 
 
-def test_socks_proxy_without_aiohttp_socks_is_missing_requirements(server) -> None:
-    try:
-        import aiohttp_socks  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("aiohttp-socks is installed")
+def test_socks_proxy_without_aiohttp_socks_is_missing_requirements(server, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp_socks", None)
     _, error = collect_error(make_provider(server), proxy="socks5://127.0.0.1:1")
     assert type(error) is MissingRequirementsError
     assert "socks" in str(error)

@@ -16,7 +16,7 @@ import pytest
 from helpers import MESSAGES, acollect, collect, collect_error, kinds, make_provider, text_of
 from scripted_server import Reply, chunk, completion, json_reply, sse, sse_reply, usage
 
-from llmrelay.errors import ConnectError, RelayError, StreamIncompleteError, TimeoutError
+from llmrelay.errors import ConnectError, RateLimitError, RelayError, StreamIncompleteError, TimeoutError
 from llmrelay.http.session import close_sessions
 from llmrelay.responses import FinishReason, ProviderInfo
 
@@ -465,3 +465,25 @@ def test_no_unclosed_session_warnings_at_exit(server) -> None:
     assert "Unclosed" not in result.stderr, result.stderr
     assert "Task was destroyed" not in result.stderr, result.stderr
     assert "Exception ignored" not in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------ impersonation (curl_cffi)
+
+
+def test_impersonate_chrome_streams_and_maps_errors(server) -> None:
+    pytest.importorskip("curl_cffi")  # in the [test] extra, so CI runs this
+    provider = make_provider(server, api_key="sk-imp")
+    server.script(
+        sse_reply(chunk(" Hel"), chunk("lo\n"), chunk(finish_reason="stop"), "[DONE]"),
+        json_reply(completion(" whole ")),
+        json_reply({"error": {"message": "slow down"}}, status=429, headers={"retry-after": "2"}),
+    )
+    streamed = collect(provider, stream=True, impersonate="chrome")
+    assert text_of(streamed) == " Hello\n"
+    assert streamed[-1] == FinishReason("stop")
+    assert text_of(collect(provider, impersonate="chrome")) == " whole "
+    _, error = collect_error(provider, impersonate="chrome")
+    assert isinstance(error, RateLimitError) and error.retry_after == 2
+    assert all("Chrome/" in request.headers["user-agent"] for request in server.requests)
+    assert server.requests[0].headers.get_all("authorization") == ["Bearer sk-imp"]
+    assert "sk-imp" not in str(error) and "sk-imp" not in repr(error)
