@@ -487,3 +487,25 @@ def test_impersonate_chrome_streams_and_maps_errors(server) -> None:
     assert all("Chrome/" in request.headers["user-agent"] for request in server.requests)
     assert server.requests[0].headers.get_all("authorization") == ["Bearer sk-imp"]
     assert "sk-imp" not in str(error) and "sk-imp" not in repr(error)
+
+
+# ------------------------------------------------------------------ SOCKS proxies (aiohttp-socks)
+
+
+def test_socks5_proxy_carries_the_request(server) -> None:
+    pytest.importorskip("aiohttp_socks")  # in the [test] extra, so CI runs this
+    from socks_proxy import Socks5Proxy
+
+    proxy = Socks5Proxy().start()
+    try:
+        server.script(
+            sse_reply(chunk("through "), chunk("socks"), chunk(finish_reason="stop"), "[DONE]"),
+            json_reply(completion("again")),
+        )
+        provider = make_provider(server)
+        assert text_of(collect(provider, stream=True, proxy=proxy.url)) == "through socks"
+        assert text_of(collect(provider, proxy=proxy.url)) == "again"
+        assert proxy.targets and set(proxy.targets) == {("127.0.0.1", server.port)}
+        assert len(server.requests) == 2
+    finally:
+        proxy.stop()
