@@ -133,10 +133,7 @@ async def _close_with_loop(session: Any) -> AsyncIterator[None]:
 
 async def _close_session(session: Any) -> None:
     try:
-        if isinstance(session, aiohttp.ClientSession):
-            await session.close()
-        else:
-            await session.close()
+        await session.close()  # aiohttp.ClientSession and curl_cffi's AsyncSession alike
     except Exception:  # closing at shutdown must never raise
         pass
 

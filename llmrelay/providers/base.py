@@ -6,7 +6,6 @@ import random
 from typing import Any, ClassVar
 
 from .._runner import iterate_sync
-from ..errors import RelayError
 from ..http.status import error_from_data
 from ..typing import AsyncResult, CreateResult, Messages
 
@@ -68,8 +67,6 @@ class RaiseErrorMixin:
     def raise_error(cls, data: Any, status: int | None = None) -> None:
         """Raise the typed error for ``data`` (a parsed error body); do nothing if it holds no error."""
         name = getattr(cls, "label", None) or cls.__name__
-        error = error_from_data(data, status, provider=name)
+        error = error_from_data(data, status, provider=name)  # always an error when status >= 400
         if error is not None:
             raise error
-        if status is not None and status >= 400:
-            raise RelayError(f"HTTP status {status}", status=status, provider=name)
