@@ -293,7 +293,7 @@ class _Answer:
         self.images: list[str] = []
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "text": "".join(self.text),
             "reasoning": "".join(self.reasoning) or None,
             "tool_calls": self.tool_calls,
@@ -579,7 +579,7 @@ async def _generate_image(
     from .errors import ResponseError
     from .http.session import DEFAULT_TIMEOUT, open_response
 
-    extra = {"size": size} if size else {}
+    extra: dict[str, Any] = {"size": size} if size else {}
     data = await cls.generate_images_async(prompt, model, **extra, **options)
     image = data["data"][0]
     if image.get("b64_json"):
@@ -610,7 +610,7 @@ def cmd_providers(args: argparse.Namespace) -> int:
         default = default_provider()
     except (ValueError, ImportError):
         default = None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in provider_names():
         try:
             cls = get_provider(name)

@@ -24,7 +24,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from .._runner import BackgroundLoop
 from ..errors import AllProvidersFailedError
@@ -49,7 +49,12 @@ __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 log = logging.getLogger("llmrelay")
 
 T = TypeVar("T")
-ProviderClass = type
+if TYPE_CHECKING:
+    from ..providers.template import OpenaiTemplate
+
+    ProviderClass = type[OpenaiTemplate]
+else:
+    ProviderClass = type  # the providers (and aiohttp) are imported only when a request is made
 ProviderSpec = Union[ProviderClass, str, Sequence[Union[ProviderClass, str]], None]
 SleepFunction = Callable[[float], Any]
 

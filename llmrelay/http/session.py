@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
-from urllib.request import proxy_bypass_environment
+from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -140,7 +140,7 @@ async def _close_session(session: Any) -> None:
 
 def _park_closer(session: Any) -> AsyncIterator[None]:
     closer = _close_with_loop(session)
-    step = closer.__anext__()
+    step: Any = closer.__anext__()
     try:
         step.send(None)  # runs to the ``yield`` without suspending; registers the generator with the loop
     except StopIteration:
@@ -225,7 +225,7 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if _LAZY_TIMER and isinstance(getattr(self, "_factory", None), functools.partial):
-            self._factory = functools.partial(_LazyReadTimeoutHandler, loop=self._loop)
+            self._factory = functools.partial(_LazyReadTimeoutHandler, loop=self._loop)  # type: ignore[assignment]
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         _new_connection.set(True)
@@ -551,8 +551,9 @@ def _is_stale_connection(error: BaseException) -> bool:
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
     os_error = getattr(error, "os_error", None)  # aiohttp's connector errors wrap the OSError that says why
     if isinstance(os_error, OSError) and (os_error.errno or os_error.strerror):
-        positive = isinstance(os_error.errno, int) and os_error.errno > 0  # DNS errors have negative codes
-        reason = os.strerror(os_error.errno) if positive else str(os_error.strerror or os_error)
+        code = os_error.errno
+        # DNS errors carry negative codes that os.strerror does not know
+        reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(os_error.strerror or os_error)
     else:
         reason = str(error) or type(error).__name__
     return redact(f"cannot reach {_host(url)}: {reason}", secrets)

@@ -271,9 +271,7 @@ class SelfHosted(CatalogProvider):
     needs_auth = False
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
-        cls, model: str, messages: Messages, **kwargs: Any
-    ) -> AsyncResult:
+    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
         if not model and not cls.default_model and not (kwargs.get("media") and cls.default_vision_model):
             model = await cls.first_model(
                 api_key=kwargs.get("api_key"),

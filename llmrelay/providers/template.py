@@ -219,7 +219,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         except MissingAuthError as error:
             redact_error(error, (api_key,))
             raise
-        except (RelayError, *TRANSPORT_ERRORS) as error:
+        except (RelayError, *TRANSPORT_ERRORS) as error:  # type: ignore[misc]
             if isinstance(error, RelayError):
                 redact_error(error, (api_key,))
             if cls.fallback_models:
@@ -285,12 +285,13 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def _flagged(cls, slot: int, static: list[str], api_key: str | None, api_base: str | None) -> list[str]:
         cached = _model_cache.get((cls.get_api_base(api_base), _key_id(cls.get_api_key(api_key))))
-        return list(dict.fromkeys([*static, *(cached[slot] if cached else ())]))
+        flagged: list[str] = cached[slot] if cached else []  # type: ignore[assignment]
+        return list(dict.fromkeys([*static, *flagged]))
 
     # ------------------------------------------------------------------- chat
 
     @classmethod
-    async def create_async_generator(  # type: ignore[override]
+    async def create_async_generator(
         cls,
         model: str,
         messages: Messages,
