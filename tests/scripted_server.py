@@ -26,6 +26,7 @@ import contextlib
 import http
 import json
 import socket
+import ssl as ssl_module
 import struct
 import threading
 import time
@@ -410,8 +411,9 @@ class ScriptedServer:
     requests, bad requests, event-loop errors), ``connections`` (TCP connections accepted).
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", ssl: ssl_module.SSLContext | None = None) -> None:
         self.host = host
+        self.ssl = ssl  # a server-side context: serve HTTPS
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []
@@ -428,7 +430,7 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
 
     @property
     def base(self) -> str:
@@ -533,7 +535,7 @@ class ScriptedServer:
         self.errors.append(f"event loop error: {context.get('message')} {context.get('exception')!r}")
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=1 << 20)
+        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=1 << 20, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _close_connections(self) -> None:

@@ -509,3 +509,60 @@ def test_socks5_proxy_carries_the_request(server) -> None:
         assert len(server.requests) == 2
     finally:
         proxy.stop()
+
+
+# ------------------------------------------------------------------ TLS and the ssl setting
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (made with the openssl command)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(tls_files):
+    import ssl
+
+    from scripted_server import ScriptedServer
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    https = ScriptedServer(ssl=context).start()
+    try:
+        yield https
+    finally:
+        https.stop()
+
+
+def test_https_with_a_self_signed_certificate_and_the_ssl_setting(tls_server, tls_files) -> None:
+    import ssl
+
+    assert tls_server.url.startswith("https://")
+    tls_server.script(
+        sse_reply(chunk("secure "), chunk("stream"), chunk(finish_reason="stop"), "[DONE]"),
+        json_reply(completion("trusted")),
+        json_reply(completion("unverified")),
+    )
+    # Default: the certificate is verified, and this one is signed by nobody we trust.
+    _, error = collect_error(make_provider(tls_server), stream=True)
+    assert isinstance(error, ConnectError)
+    assert "certificate not trusted: self-signed certificate" in str(error)
+    # An SSLContext is used as is: trusting the certificate makes it work (streaming, over TLS).
+    trusting = ssl.create_default_context(cafile=tls_files[0])
+    provider = make_provider(tls_server, ssl=trusting)
+    assert text_of(collect(provider, stream=True)) == "secure stream"
+    assert text_of(collect(provider)) == "trusted"
+    # ssl = False turns verification off.
+    assert text_of(collect(make_provider(tls_server, ssl=False))) == "unverified"
+    assert [request.path for request in tls_server.requests] == ["/v1/chat/completions"] * 3

@@ -550,7 +550,12 @@ def _is_stale_connection(error: BaseException) -> bool:
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
     os_error = getattr(error, "os_error", None)  # aiohttp's connector errors wrap the OSError that says why
-    if isinstance(os_error, OSError) and (os_error.errno or os_error.strerror):
+    if isinstance(os_error, ssl_module.SSLError):
+        detail = getattr(os_error, "verify_message", None) or os_error.reason or str(os_error)
+        reason = f"TLS failed: {detail}"
+        if isinstance(os_error, ssl_module.SSLCertVerificationError):
+            reason = f"TLS certificate not trusted: {detail} (pass an ssl.SSLContext that trusts it, or ssl=False)"
+    elif isinstance(os_error, OSError) and (os_error.errno or os_error.strerror):
         code = os_error.errno
         # DNS errors carry negative codes that os.strerror does not know
         reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(os_error.strerror or os_error)
