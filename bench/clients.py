@@ -138,19 +138,10 @@ class RawAiohttpOrjson(RawAiohttp):
 # -------------------------------------------------------------------- llmrelay
 
 
-def _llmrelay_provider(base: str) -> type:
-    from llmrelay import OpenaiTemplate
+class GeneratorProvider(BenchClient):
+    """A client whose ``provider`` yields text pieces and events (llmrelay's and g4f's OpenaiTemplate)."""
 
-    return type("Bench", (OpenaiTemplate,), {"api_base": base, "api_key": API_KEY, "default_model": "stream-16"})
-
-
-class LlmrelayProvider(BenchClient):
-    name = "llmrelay"
-    label = "llmrelay provider (OpenaiTemplate)"
-    import_statement = "from llmrelay import OpenaiTemplate"
-
-    async def setup(self, base: str) -> None:
-        self.provider = _llmrelay_provider(base)
+    provider: Any
 
     async def stream_text(self, model: str) -> str:
         parts = []
@@ -170,6 +161,21 @@ class LlmrelayProvider(BenchClient):
             if type(item) is str:
                 parts.append(item)
         return "".join(parts)
+
+
+def _llmrelay_provider(base: str) -> type:
+    from llmrelay import OpenaiTemplate
+
+    return type("Bench", (OpenaiTemplate,), {"api_base": base, "api_key": API_KEY, "default_model": "stream-16"})
+
+
+class LlmrelayProvider(GeneratorProvider):
+    name = "llmrelay"
+    label = "llmrelay provider (OpenaiTemplate)"
+    import_statement = "from llmrelay import OpenaiTemplate"
+
+    async def setup(self, base: str) -> None:
+        self.provider = _llmrelay_provider(base)
 
 
 class LlmrelayClient(BenchClient):
@@ -270,7 +276,7 @@ class OpenaiSdkAiohttp(OpenaiSdk):
 # ------------------------------------------------------------------------- g4f
 
 
-class G4f(BenchClient):
+class G4f(GeneratorProvider):
     name = "g4f"
     label = "g4f OpenaiTemplate (aiohttp)"
     import_statement = "from g4f.Provider.template import OpenaiTemplate"
@@ -288,25 +294,6 @@ class G4f(BenchClient):
             (OpenaiTemplate,),
             {"base_url": base, "api_key": API_KEY, "default_model": "stream-16", "models": ["stream-16"]},
         )
-
-    async def stream_text(self, model: str) -> str:
-        parts = []
-        async for item in self.provider.create_async_generator(model, MESSAGES, stream=True):
-            if type(item) is str:
-                parts.append(item)
-        return "".join(parts)
-
-    async def texts(self, model: str) -> AsyncIterator[str]:
-        async for item in self.provider.create_async_generator(model, MESSAGES, stream=True):
-            if type(item) is str:
-                yield item
-
-    async def complete(self, model: str) -> str:
-        parts = []
-        async for item in self.provider.create_async_generator(model, MESSAGES, stream=False):
-            if type(item) is str:
-                parts.append(item)
-        return "".join(parts)
 
 
 CLIENTS: dict[str, type[BenchClient]] = {
