@@ -31,8 +31,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-# llama.cpp answers with very few tokens (llama_cpp.server: 16) or never stops (llama-server) without max_tokens.
-DEFAULT_MAX_TOKENS = {"Local": 512, "LlamaCpp": 2048}
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
@@ -241,15 +239,10 @@ class _Loop:
 
 def resolve_provider(args: argparse.Namespace) -> type[OpenaiTemplate]:
     """The provider class for ``-p`` / ``--api-base`` / the environment; unknown names are usage errors."""
-    from .providers.catalog import Custom, default_provider, get_provider
+    from .client.router import resolve_provider as resolve
 
     try:
-        if args.provider:
-            cls = get_provider(args.provider)
-        elif args.api_base:
-            cls = Custom
-        else:
-            cls = default_provider()
+        cls = resolve(args.provider or None, args.api_base)
     except ValueError as error:
         raise UsageError(str(error)) from None
     args.provider_class = cls
@@ -447,7 +440,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         options["temperature"] = args.temperature
     max_tokens = args.max_tokens
     if max_tokens is None:
-        max_tokens = DEFAULT_MAX_TOKENS.get(cls.__name__)
+        max_tokens = cls.default_max_tokens
     if max_tokens is not None:
         options["max_tokens"] = max_tokens
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Union
 
 __all__ = [
+    "Answer",
     "AudioResponse",
     "FinishReason",
     "ImageResponse",
@@ -166,3 +167,67 @@ class AudioResponse(_Event):
 
 
 ResponseType = Union[ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse]
+
+
+class Answer:
+    """A whole answer folded from a stream of events: the one place that says what an answer is.
+
+    ``add(event)`` takes every item a provider yields (``str`` text and the events
+    above) in order; the client, the CLI and the gateway read the fields. The
+    finish reason is ``tool_calls`` when calls were produced and the server said
+    ``stop`` or nothing; ``stop`` when it sent none at all.
+    """
+
+    __slots__ = ("audio", "calls", "images", "info", "reason", "reasoning", "text", "usage")
+
+    def __init__(self) -> None:
+        self.info: ProviderInfo | None = None
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[dict[str, Any]] | None = None
+        self.images: list[str] = []
+        self.audio: AudioResponse | None = None
+        self.usage: Usage | None = None
+        self.reason: str | None = None
+
+    def add(self, item: Any) -> None:
+        """Fold one item of a provider's stream into the answer."""
+        if type(item) is str:
+            self.text.append(item)
+        elif isinstance(item, ProviderInfo):
+            if self.info is None:
+                self.info = item
+        elif isinstance(item, Reasoning):
+            self.reasoning.append(item.token)
+        elif isinstance(item, ToolCalls):
+            self.calls = item.calls
+        elif isinstance(item, Usage):
+            self.usage = item
+        elif isinstance(item, FinishReason):
+            self.reason = item.reason
+        elif isinstance(item, ImageResponse):
+            self.images.extend(item.images)
+            self.text.append(str(item))
+        elif isinstance(item, AudioResponse):
+            self.audio = item
+        elif isinstance(item, str):  # a str subclass is still text
+            self.text.append(str(item))
+
+    @property
+    def content(self) -> str:
+        return "".join(self.text)
+
+    @property
+    def reasoning_content(self) -> str | None:
+        return "".join(self.reasoning) or None
+
+    @property
+    def finish_reason(self) -> str:
+        return finish_reason(self.reason, bool(self.calls))
+
+
+def finish_reason(reason: str | None, has_calls: bool) -> str:
+    """The finish reason to report: ``tool_calls`` when calls were produced and the server said ``stop`` or nothing."""
+    if has_calls and reason in (None, "stop"):
+        return "tool_calls"
+    return reason or "stop"

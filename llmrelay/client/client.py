@@ -24,12 +24,14 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from .._runner import BackgroundLoop
 from ..errors import AllProvidersFailedError
 from ..responses import AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
 from .retry import retry_delay
+from .router import ProviderClass, ProviderSpec, resolve_providers
+from .router import provider_name as _name
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -49,13 +51,6 @@ __all__ = ["AsyncClient", "AsyncStream", "Client", "Stream"]
 log = logging.getLogger("llmrelay")
 
 T = TypeVar("T")
-if TYPE_CHECKING:
-    from ..providers.template import OpenaiTemplate
-
-    ProviderClass = type[OpenaiTemplate]
-else:
-    ProviderClass = type  # the providers (and aiohttp) are imported only when a request is made
-ProviderSpec = Union[ProviderClass, str, Sequence[Union[ProviderClass, str]], None]
 SleepFunction = Callable[[float], Any]
 
 _END = object()  # "the provider's generator ended before any real event"
@@ -63,37 +58,6 @@ _client_numbers = itertools.count(1)
 
 
 # --------------------------------------------------------------------- helpers
-
-
-def _resolve_one(provider: Any) -> ProviderClass:
-    if isinstance(provider, str):
-        from ..providers.catalog import get_provider
-
-        return get_provider(provider)
-    if isinstance(provider, type) and callable(getattr(provider, "create_async_generator", None)):
-        return provider
-    raise TypeError(
-        f"a provider must be a provider class (an OpenaiTemplate subclass), a catalog name or a list of them, "
-        f"not {provider!r}"
-    )
-
-
-def _resolve_providers(provider: ProviderSpec) -> tuple[list[ProviderClass], bool]:
-    """(provider classes, whether they form a fallback list)."""
-    if provider is None:
-        from ..providers.catalog import default_provider
-
-        return [default_provider()], False
-    if isinstance(provider, (list, tuple)):
-        if not provider:
-            raise ValueError("the provider list is empty")
-        return [_resolve_one(item) for item in provider], True
-    return [_resolve_one(provider)], False
-
-
-def _name(provider: ProviderClass) -> str:
-    get_name = getattr(provider, "get_name", None)
-    return get_name() if callable(get_name) else provider.__name__
 
 
 def _prepare_messages(messages: Any) -> list[dict[str, Any]]:
@@ -298,7 +262,7 @@ class _Core:
         headers: Mapping[str, str] | None,
         sleep: SleepFunction | None,
     ) -> None:
-        self.providers, self.fallback = _resolve_providers(provider)
+        self.providers, self.fallback = resolve_providers(provider, api_base)
         if len(self.providers) > 1 and (api_key or api_base):
             raise ValueError(
                 "api_key and api_base belong to one provider; with a fallback list configure each provider "

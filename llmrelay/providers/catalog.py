@@ -326,6 +326,7 @@ class LlamaCpp(SelfHosted):
 
     label = "llama.cpp"
     api_base = "http://localhost:8080/v1"
+    default_max_tokens = 2048  # llama-server never stops without a limit
     api_base_env = "LLAMACPP_API_BASE"
     api_key_env = "LLAMACPP_API_KEY"
 

@@ -595,6 +595,7 @@ class Local(OpenaiTemplate):
 
     label = "Local"
     api_base = ""
+    default_max_tokens = 512  # llama_cpp.server answers 16 tokens without a limit
     needs_auth = False
     default_model = DEFAULT_ALIAS
     model_aliases: ClassVar[dict[str, str | list[str]]] = {}

@@ -92,6 +92,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     headers: ClassVar[dict[str, str]] = {}
     supports_stream_options: ClassVar[bool] = True
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
+    default_max_tokens: ClassVar[int | None] = None  # sent when the caller gives no max_tokens (llama.cpp needs one)
 
     # ------------------------------------------------------------ configuration
 
