@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     providers.add_argument("--json", action="store_true", help="print a JSON array")
     providers.set_defaults(handler=cmd_providers)
+
+    from .server.commands import add_commands
+
+    add_commands(commands, [debug])
     return parser
 
 

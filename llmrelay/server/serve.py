@@ -1,0 +1,101 @@
+"""Running the gateway: bind, print the one startup line, serve, drain on SIGTERM / SIGINT (SPEC 8.1, 8.9)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import sys
+from typing import Any, TextIO
+
+from aiohttp import web
+
+from .app import Gateway
+from .config import Config
+from .state import State
+
+__all__ = ["is_loopback", "run", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def startup_line(config: Config, host: str, port: int) -> str:
+    providers = ", ".join(config.providers) or "none"
+    routes = ", ".join(config.routes) or "none"
+    return f"llmrelay gateway on {_url(host, port)} (providers: {providers}; routes: {routes})"
+
+
+def make_state(config: Config) -> State | None:
+    """The shared state for ``redis_url`` (SPEC 8.8), else None (the gateway keeps it in memory)."""
+    if not config.server.redis_url:
+        return None
+    from . import redis_state  # type: ignore[attr-defined]  # the scale-out issue's module
+
+    return redis_state.RedisState(config.server.redis_url)  # type: ignore[no-any-return]
+
+
+async def serve(gateway: Gateway, host: str, port: int, *, stderr: TextIO | None = None,
+                stop: asyncio.Event | None = None, sock: Any = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
+    (up to ``drain_timeout_s``) while no new connection is accepted."""
+    stderr = stderr or sys.stderr
+    app = gateway.build_app()
+    drain = gateway.config.server.drain_timeout_s
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=drain)
+    await runner.setup()
+    try:
+        if sock is not None:
+            site: web.BaseSite = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
+        server = site._server  # the asyncio.Server: its sockets tell the port --port 0 picked
+        bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+        stderr.write(startup_line(gateway.config, host, bound) + "\n")
+        stderr.flush()
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, stop.set)
+        await stop.wait()
+        gateway.draining = True
+        if server is not None:
+            server.close()  # stop accepting; open connections (and their streams) go on
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(gateway.idle.wait(), drain)
+    finally:
+        await runner.cleanup()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(number)
+
+
+def run(config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None) -> int:
+    """Serve in this process until SIGTERM / SIGINT; the exit status."""
+
+    async def main() -> None:
+        state = make_state(config)
+        gateway = Gateway(config, state, log_format=log_format)
+        await serve(gateway, host, port, stderr=stderr)
+
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+    return 0
