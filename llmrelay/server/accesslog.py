@@ -14,7 +14,19 @@ __all__ = ["AccessLog", "Entry"]
 class Entry:
     """What one request leaves in the log; filled in while it is answered."""
 
-    __slots__ = ("cache", "key", "method", "model", "path", "provider", "request_id", "route", "start", "status", "tokens")
+    __slots__ = (
+        "cache",
+        "key",
+        "method",
+        "model",
+        "path",
+        "provider",
+        "request_id",
+        "route",
+        "start",
+        "status",
+        "tokens",
+    )
 
     def __init__(self, method: str, path: str, request_id: str, start: float) -> None:
         self.method = method

@@ -35,6 +35,7 @@ T = TypeVar("T")
 JSON = "application/json"
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
+OWN_KEY = "gateway's own API key"
 LISTING_TIMEOUT = 10.0  # seconds one provider may take to list its models
 # Paths the gateway serves and their methods (for 405 versus 404).
 PATHS = {
@@ -45,23 +46,36 @@ PATHS = {
     "/metrics": ("GET",),
 }
 IMAGE_OPTIONS = ("n", "size", "quality", "style", "response_format", "background", "output_format")
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-                404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                429: "rate_limit_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 class GatewayError(Exception):
     """An error the gateway itself answers with (8.4's own rows): status, code, message, param."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
         self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": _ERROR_TYPES.get(self.status, "invalid_request_error"),
-                          "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": _ERROR_TYPES.get(self.status, "invalid_request_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 def _request_id(request: web.Request) -> str:
@@ -125,8 +139,9 @@ class _Live:
 class Gateway:
     """One gateway process: configuration, shared state, metrics, access log and the aiohttp application."""
 
-    def __init__(self, config: Config, state: State | None = None, *, log_format: str = "text",
-                 log_stream: Any = None) -> None:
+    def __init__(
+        self, config: Config, state: State | None = None, *, log_format: str = "text", log_stream: Any = None
+    ) -> None:
         self.config = config
         self.state: State = state if state is not None else MemoryState()
         self.keys = KeyRing(config.keys)
@@ -146,6 +161,7 @@ class Gateway:
         self._models_lock = asyncio.Lock()
         self._live: set[_Live] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------ application
 
@@ -240,8 +256,10 @@ class Gateway:
         key = self.keys.find(token) if token else None
         if key is None:
             raise GatewayError(
-                401, "invalid_api_key",
-                "no gateway key given: send 'Authorization: Bearer <key>'" if token is None
+                401,
+                "invalid_api_key",
+                "no gateway key given: send 'Authorization: Bearer <key>'"
+                if token is None
                 else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
             )
         entry.key = key.name
@@ -262,16 +280,23 @@ class Gateway:
             raise GatewayError(400, "invalid_json", f"the request body is {what}: send a JSON object") from None
 
     def _too_large(self) -> GatewayError:
-        return GatewayError(413, "request_too_large",
-                            f"the request body is larger than max_body_mb = {self.config.server.max_body_mb:g} MB")
+        return GatewayError(
+            413,
+            "request_too_large",
+            f"the request body is larger than max_body_mb = {self.config.server.max_body_mb:g} MB",
+        )
 
     def provider_class(self, name: str) -> Any:
         cls = self._classes.get(name)
         if cls is None:
             cls = self.config.provider(name)
             if cls is None:
-                raise GatewayError(404, "model_not_found", f"unknown provider {name!r}: GET /v1/models lists "
-                                   "what this gateway serves", "model")
+                raise GatewayError(
+                    404,
+                    "model_not_found",
+                    f"unknown provider {name!r}: GET /v1/models lists what this gateway serves",
+                    "model",
+                )
             self._classes[name] = cls
         return cls
 
@@ -290,8 +315,9 @@ class Gateway:
             return
         names = (route.name,) if route is not None else (targets[0].label,)
         if not allowed(key, names):
-            raise GatewayError(403, "model_not_allowed", f"the key {key.name!r} may not use the model {model!r}",
-                               "model")
+            raise GatewayError(
+                403, "model_not_allowed", f"the key {key.name!r} may not use the model {model!r}", "model"
+            )
 
     async def _admit(self, key: GatewayKey | None) -> str | None:
         if key is None or not key.limited:
@@ -300,9 +326,12 @@ class Gateway:
             return await self.state.admit(key.name, key.rpm, key.tpm, key.max_concurrent)
         except LimitExceeded as error:
             retry = str(max(1, math.ceil(error.retry_after)))
-            raise GatewayError(429, "rate_limit_exceeded",
-                               f"the key {key.name!r} is over its {error.limit} limit; retry after {retry} s",
-                               headers={"Retry-After": retry}) from None
+            raise GatewayError(
+                429,
+                "rate_limit_exceeded",
+                f"the key {key.name!r} is over its {error.limit} limit; retry after {retry} s",
+                headers={"Retry-After": retry},
+            ) from None
 
     def _order(self, route: Route) -> list[Target]:
         targets = route.targets
@@ -316,8 +345,9 @@ class Gateway:
             return sorted(targets, key=lambda target: busy.get(target.label, 0))
         return targets
 
-    async def _dispatch(self, route: Route | None, targets: list[Target],
-                        attempt: Callable[[Target], Awaitable[T]]) -> T:
+    async def _dispatch(
+        self, route: Route | None, targets: list[Target], attempt: Callable[[Target], Awaitable[T]]
+    ) -> T:
         """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns."""
         if route is None:
             try:
@@ -343,17 +373,23 @@ class Gateway:
         async def on_success(target: Target) -> None:
             await state.succeeded(target.label)
 
-        return await core.first_success(self._order(route), attempt, name=lambda target: target.label,
-                                        before_attempt=before_attempt, after_error=after_error,
-                                        on_success=on_success)
+        return await core.first_success(
+            self._order(route),
+            attempt,
+            name=lambda target: target.label,
+            before_attempt=before_attempt,
+            after_error=after_error,
+            on_success=on_success,
+        )
 
     def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
         """Upstream 401/402: the gateway's own upstream key is at fault, never the caller's: say which."""
-        if isinstance(error, (MissingAuthError, PaymentRequiredError)) and not getattr(error, "_gateway", False):
+        if isinstance(error, (MissingAuthError, PaymentRequiredError)) and OWN_KEY not in error.message:
             what = "has no credit left for" if isinstance(error, PaymentRequiredError) else "refused"
-            error.message = (f"the upstream {target.provider} {what} the gateway's own API key "
-                             f"({cls.get_api_key_env()}); the gateway's operator must fix it: {error.message}")
-            error._gateway = True  # type: ignore[attr-defined]
+            error.message = (
+                f"the upstream {target.provider} {what} the {OWN_KEY} ({cls.get_api_key_env()}); "
+                f"the gateway's operator must fix it: {error.message}"
+            )
 
     def _options(self, provider: str, options: dict[str, Any]) -> dict[str, Any]:
         extra = self.config.provider_options.get(provider)
@@ -369,6 +405,8 @@ class Gateway:
             try:
                 key = self._authenticate(request, entry)
                 body = await self._body(request)
+                if type(body) is not dict:
+                    raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
                 call = core.chat_call_from_json(body)
                 route, targets = self.resolve(call.model)
                 entry.route = route.name if route is not None else None
@@ -405,12 +443,14 @@ class Gateway:
     def _cache_key(self, route: Route, body: dict[str, Any], key: GatewayKey | None) -> str:
         params = {name: value for name, value in body.items() if name not in ("stream", "stream_options", "user")}
         scope = "" if route.cache_shared or key is None else key.name
-        digest = hashlib.sha256(b"%s\0%s\0%s" % (route.name.encode(), scope.encode(),
-                                                 orjson.dumps(params, option=orjson.OPT_SORT_KEYS)))
+        digest = hashlib.sha256(
+            b"%s\0%s\0%s" % (route.name.encode(), scope.encode(), orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+        )
         return "llmrelay:cache:" + digest.hexdigest()
 
-    async def _account(self, entry: Entry, key: GatewayKey | None, provider: str, model: str,
-                       usage: Usage | None) -> None:
+    async def _account(
+        self, entry: Entry, key: GatewayKey | None, provider: str, model: str, usage: Usage | None
+    ) -> None:
         if usage is None:
             return
         entry.tokens = usage.total_tokens
@@ -418,8 +458,15 @@ class Gateway:
         if key is not None and key.tpm is not None:
             await self.state.add_tokens(key.name, usage.total_tokens)
 
-    async def _complete(self, entry: Entry, call: core.ChatCall, route: Route | None, targets: list[Target],
-                        key: GatewayKey | None, cache_key: str | None) -> web.Response:
+    async def _complete(
+        self,
+        entry: Entry,
+        call: core.ChatCall,
+        route: Route | None,
+        targets: list[Target],
+        key: GatewayKey | None,
+        cache_key: str | None,
+    ) -> web.Response:
         recorded: list[list[Any]] | None = [] if cache_key is not None else None
 
         async def attempt(target: Target) -> tuple[Target, Answer]:
@@ -452,12 +499,14 @@ class Gateway:
         await self._account(entry, key, target.provider, reported, answer.usage)
         response = self._json(entry, core.completion_json(answer, reported or call.model))
         if cache_key is not None and recorded is not None and route is not None:
-            await self.state.cache_put(cache_key, orjson.dumps({"p": target.provider, "e": recorded}),
-                                       route.cache_ttl_s)
+            await self.state.cache_put(
+                cache_key, orjson.dumps({"p": target.provider, "e": recorded}), route.cache_ttl_s
+            )
         return response
 
-    async def _replay(self, request: web.Request, entry: Entry, call: core.ChatCall,
-                      cached: bytes) -> web.StreamResponse:
+    async def _replay(
+        self, request: web.Request, entry: Entry, call: core.ChatCall, cached: bytes
+    ) -> web.StreamResponse:
         data = orjson.loads(cached)
         events = [_decode(item) for item in data["e"]]
         info = next((item for item in events if isinstance(item, ProviderInfo)), None)
@@ -498,8 +547,16 @@ class Gateway:
         await response.prepare(request)
         return response
 
-    async def _stream(self, request: web.Request, entry: Entry, call: core.ChatCall, route: Route | None,
-                      targets: list[Target], key: GatewayKey | None, cache_key: str | None) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        entry: Entry,
+        call: core.ChatCall,
+        route: Route | None,
+        targets: list[Target],
+        key: GatewayKey | None,
+        cache_key: str | None,
+    ) -> web.StreamResponse:
         async def attempt(target: Target) -> tuple[Target, core.Opened]:
             cls = self.provider_class(target.provider)
             label = target.label
@@ -537,15 +594,17 @@ class Gateway:
             if entry.status == 200:
                 await self._account(entry, key, target.provider, reported, shape.usage)
                 if recorded is not None and cache_key is not None and route is not None:
-                    await self.state.cache_put(cache_key, orjson.dumps({"p": target.provider, "e": recorded}),
-                                               route.cache_ttl_s)
+                    await self.state.cache_put(
+                        cache_key, orjson.dumps({"p": target.provider, "e": recorded}), route.cache_ttl_s
+                    )
             return response
         finally:
             self.busy[label] -= 1
             await opened.aclose()
 
-    async def _pump(self, entry: Entry, opened: core.Opened, shape: Any, live: _Live,
-                    recorded: list[list[Any]] | None) -> None:
+    async def _pump(
+        self, entry: Entry, opened: core.Opened, shape: Any, live: _Live, recorded: list[list[Any]] | None
+    ) -> None:
         """Write the answer as it arrives: one SSE event per upstream event, then ``[DONE]``."""
         response = live.response
         write = response.write
@@ -603,7 +662,9 @@ class Gateway:
                 if not live.writing and now - live.last >= interval:
                     live.writing = True
                     live.last = now
-                    asyncio.create_task(self._keepalive(live))
+                    task = asyncio.create_task(self._keepalive(live))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
 
     async def _keepalive(self, live: _Live) -> None:
         try:
@@ -630,12 +691,19 @@ class Gateway:
         try:
             methods = PATHS.get(request.path) or (("GET",) if request.path.startswith("/v1/models/") else None)
             if methods is None:
-                error = GatewayError(404, "not_found", f"unknown path {request.path!r}: this gateway serves "
-                                     + ", ".join(f"{' '.join(m)} {p}" for p, m in PATHS.items()))
+                error = GatewayError(
+                    404,
+                    "not_found",
+                    f"unknown path {request.path!r}: this gateway serves "
+                    + ", ".join(f"{' '.join(m)} {p}" for p, m in PATHS.items()),
+                )
             else:
-                error = GatewayError(405, "method_not_allowed",
-                                     f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}",
-                                     headers={"Allow": ", ".join(methods)})
+                error = GatewayError(
+                    405,
+                    "method_not_allowed",
+                    f"{request.method} is not allowed on {request.path}; use {', '.join(methods)}",
+                    headers={"Allow": ", ".join(methods)},
+                )
             return self._gateway_error(entry, error)
         finally:
             self._end(entry)
@@ -656,16 +724,18 @@ class Gateway:
 
     async def _list_models(self) -> list[dict[str, Any]]:
         now = int(time.time())
-        entries = [{"id": name, "object": "model", "created": now, "owned_by": "llmrelay"}
-                   for name in self.config.routes]
+        entries = [
+            {"id": name, "object": "model", "created": now, "owned_by": "llmrelay"} for name in self.config.routes
+        ]
         names = list(self.config.providers)
         results = await asyncio.gather(*(self._provider_models(name) for name in names), return_exceptions=True)
-        for name, result in zip(names, results):
+        for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("listing the models of %s failed: %s", name, result)
                 continue
-            entries.extend({"id": f"{name}/{model}", "object": "model", "created": now, "owned_by": name}
-                           for model in result)
+            entries.extend(
+                {"id": f"{name}/{model}", "object": "model", "created": now, "owned_by": name} for model in result
+            )
         return entries
 
     async def _provider_models(self, name: str) -> list[str]:
@@ -701,8 +771,12 @@ class Gateway:
                     route, targets = self.resolve(model_id)
                     self._check_model(key, route, targets, model_id)
                     return self._json(entry, item)
-            raise GatewayError(404, "model_not_found", f"the model {model_id!r} is not served here: "
-                               "GET /v1/models lists what is", "model")
+            raise GatewayError(
+                404,
+                "model_not_found",
+                f"the model {model_id!r} is not served here: GET /v1/models lists what is",
+                "model",
+            )
         except GatewayError as error:
             return self._gateway_error(entry, error)
         finally:
@@ -720,8 +794,9 @@ class Gateway:
                     raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
                 prompt = body.get("prompt")
                 if type(prompt) is not str or not prompt:
-                    raise GatewayError(400, "invalid_request", "'prompt' is required and must be a non-empty string",
-                                       "prompt")
+                    raise GatewayError(
+                        400, "invalid_request", "'prompt' is required and must be a non-empty string", "prompt"
+                    )
                 model = body.get("model") or ""
                 if type(model) is not str:
                     raise GatewayError(400, "invalid_request", "'model' must be a string", "model")
@@ -732,15 +807,19 @@ class Gateway:
             except (GatewayError, RelayError) as error:
                 return self._error(entry, error)
             options = {name: body[name] for name in IMAGE_OPTIONS if body.get(name) is not None}
-            extra = {name: value for name, value in body.items()
-                     if name not in (*IMAGE_OPTIONS, "model", "prompt", "user") and value is not None}
+            extra = {
+                name: value
+                for name, value in body.items()
+                if name not in (*IMAGE_OPTIONS, "model", "prompt", "user") and value is not None
+            }
 
             async def attempt(target: Target) -> tuple[Target, dict[str, Any]]:
                 cls = self.provider_class(target.provider)
                 try:
                     timeout = self._options(target.provider, {}).get("timeout")
-                    return target, await cls.generate_images_async(prompt, target.model, timeout=timeout,
-                                                                   extra_data=extra or None, **options)
+                    return target, await cls.generate_images_async(
+                        prompt, target.model, timeout=timeout, extra_data=extra or None, **options
+                    )
                 except RelayError as error:
                     self._own_credentials(error, target, cls)
                     raise

@@ -25,9 +25,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (SPEC 8.2)")
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text", help="access-log format on stderr")
-    serve.add_argument(
-        "--check-config", metavar="FILE", help="check a configuration file and exit (0: valid, 1: not)"
-    )
+    serve.add_argument("--check-config", metavar="FILE", help="check a configuration file and exit (0: valid, 1: not)")
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -37,8 +35,11 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     keys = commands.add_parser("keys", parents=parents, help="make gateway keys", description="Gateway keys.")
     actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    new = actions.add_parser("new", help="print a new key and its config entry", description="Print a new "
-                             "random gateway key (keep it secret) and the [[keys]] entry holding only its SHA-256.")
+    new = actions.add_parser(
+        "new",
+        help="print a new key and its config entry",
+        description="Print a new random gateway key (keep it secret) and the [[keys]] entry holding only its SHA-256.",
+    )
     new.add_argument("name", metavar="NAME", help="the key's name (shown in logs and metrics)")
     new.set_defaults(handler=cmd_keys_new)
 

@@ -158,15 +158,19 @@ class _Reader:
         name = f"{self.prefix}.{key}" if self.prefix and key else (self.prefix or key)
         return ConfigError(f"{self.path}: {name}: {what}")
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, check: Callable[[Any], str] | None = None) -> Any:
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = None, check: Callable[[Any], str] | None = None
+    ) -> Any:
         self.seen.add(key)
         if key not in self.table:
             return default
         value = self.table[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds:
+            kinds = (*kinds, int)
         ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
-            wanted = " or ".join(_type_name(k) for k in kinds)
+            wanted = " or ".join(_type_name(k) for k in kinds if not (k is int and float in kinds))
             raise self.error(key, f"must be {wanted}, not {_type_name(type(value))} {value!r:.60}")
         if float in kinds and isinstance(value, int):
             value = float(value)
@@ -183,9 +187,14 @@ class _Reader:
 
 
 def _type_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a table"}.get(
-        kind, kind.__name__
-    )
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }.get(kind, kind.__name__)
 
 
 def _positive(value: float) -> str:
@@ -329,18 +338,20 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
 def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str]) -> Route:
     targets_raw = reader.get("targets", list)
     if not targets_raw:
-        raise reader.error("targets", "missing or empty: list at least one \"provider/model\"")
+        raise reader.error("targets", 'missing or empty: list at least one "provider/model"')
     targets: list[Target] = []
     for item in targets_raw:
         if not isinstance(item, str) or not item:
-            raise reader.error("targets", f"each target must be a \"provider/model\" string, not {item!r}")
+            raise reader.error("targets", f'each target must be a "provider/model" string, not {item!r}')
         provider, _, model = item.partition("/")
         cls = config.provider(provider)
         if cls is None:
             from ..providers.catalog import provider_names
 
             known = sorted({*config.providers, *provider_names()})
-            raise reader.error("targets", f"{item!r} names an unknown provider {provider!r} (known: {', '.join(known)})")
+            raise reader.error(
+                "targets", f"{item!r} names an unknown provider {provider!r} (known: {', '.join(known)})"
+            )
         if cls.needs_auth and not cls.get_api_key() and not environ.get(cls.get_api_key_env()):
             raise reader.error("targets", f"{item!r}: the environment variable {cls.get_api_key_env()} is not set")
         target = Target(provider, model)
@@ -366,8 +377,9 @@ def _gateway_key(reader: _Reader, environ: Mapping[str, str]) -> GatewayKey:
     if "key" in reader.table or "secret" in reader.table or "api_key" in reader.table:
         found = next(name for name in ("key", "secret", "api_key") if name in reader.table)
         raise reader.error(
-            found, "a plain key is refused: put its SHA-256 in sha256 (`llmrelay keys new NAME` prints the line) "
-            "or name an environment variable in key_env"
+            found,
+            "a plain key is refused: put its SHA-256 in sha256 (`llmrelay keys new NAME` prints the line) "
+            "or name an environment variable in key_env",
         )
     name = reader.get("name", str)
     if not name:

@@ -24,14 +24,20 @@ class Metrics:
             "llmrelay_requests", "Requests answered", ["route", "provider", "model", "status"], registry=registry
         )
         self.duration = Histogram(
-            "llmrelay_request_duration_seconds", "Time from request to the end of the answer", buckets=_BUCKETS,
+            "llmrelay_request_duration_seconds",
+            "Time from request to the end of the answer",
+            buckets=_BUCKETS,
             registry=registry,
         )
         self.ttft = Histogram(
-            "llmrelay_time_to_first_token_seconds", "Time from request to the first streamed answer event",
-            buckets=_BUCKETS, registry=registry,
+            "llmrelay_time_to_first_token_seconds",
+            "Time from request to the first streamed answer event",
+            buckets=_BUCKETS,
+            registry=registry,
         )
-        self.tokens = Counter("llmrelay_tokens", "Tokens from upstream usage", ["provider", "model", "kind"], registry=registry)
+        self.tokens = Counter(
+            "llmrelay_tokens", "Tokens from upstream usage", ["provider", "model", "kind"], registry=registry
+        )
         self.upstream_errors = Counter(
             "llmrelay_upstream_errors", "Upstream failures", ["provider", "code"], registry=registry
         )
@@ -39,7 +45,9 @@ class Metrics:
         self.cache = Counter("llmrelay_cache", "Response cache lookups", ["result"], registry=registry)
         self.redis_errors = Counter("llmrelay_redis_errors", "Failed calls to Redis", registry=registry)
         self.cooldowns = Counter(
-            "llmrelay_cooldown_skips", "Route targets skipped because they are cooling down", ["target"],
+            "llmrelay_cooldown_skips",
+            "Route targets skipped because they are cooling down",
+            ["target"],
             registry=registry,
         )
         self._children: dict[tuple[Any, ...], Any] = {}

@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import signal
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from aiohttp import web
 
@@ -41,20 +41,30 @@ def make_state(config: Config) -> State | None:
     """The shared state for ``redis_url`` (SPEC 8.8), else None (the gateway keeps it in memory)."""
     if not config.server.redis_url:
         return None
-    from . import redis_state  # type: ignore[attr-defined]  # the scale-out issue's module
+    import importlib
 
-    return redis_state.RedisState(config.server.redis_url)  # type: ignore[no-any-return]
+    redis_state = importlib.import_module("llmrelay.server.redis_state")  # the scale-out issue's module
+    state: State = redis_state.RedisState(config.server.redis_url)
+    return state
 
 
-async def serve(gateway: Gateway, host: str, port: int, *, stderr: TextIO | None = None,
-                stop: asyncio.Event | None = None, sock: Any = None) -> None:
+async def serve(
+    gateway: Gateway,
+    host: str,
+    port: int,
+    *,
+    stderr: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+    sock: Any = None,
+) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
     (up to ``drain_timeout_s``) while no new connection is accepted."""
     stderr = stderr or sys.stderr
     app = gateway.build_app()
     drain = gateway.config.server.drain_timeout_s
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=drain)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
+    )
     await runner.setup()
     try:
         if sock is not None:
@@ -62,7 +72,7 @@ async def serve(gateway: Gateway, host: str, port: int, *, stderr: TextIO | None
         else:
             site = web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
-        server = site._server  # the asyncio.Server: its sockets tell the port --port 0 picked
+        server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
         stderr.write(startup_line(gateway.config, host, bound) + "\n")
         stderr.flush()
@@ -93,7 +103,7 @@ def run(config: Config, host: str, port: int, *, log_format: str = "text", stder
         await serve(gateway, host, port, stderr=stderr)
 
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError:
         asyncio.run(main())
     else:

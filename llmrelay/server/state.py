@@ -23,7 +23,7 @@ __all__ = ["WINDOW_S", "LimitExceeded", "MemoryState", "State"]
 WINDOW_S = 60.0
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(Exception):  # noqa: N818 (the name state_api.md fixes)
     """A gateway key is over a limit."""
 
     def __init__(self, limit: str, retry_after: float) -> None:

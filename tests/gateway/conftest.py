@@ -138,7 +138,9 @@ class _Lines:
 
 
 @pytest.fixture
-def make_gateway(server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Running]]:
+def make_gateway(
+    server: ScriptedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def make(toml: str = "", keepalive: float = 15.0, log_format: str = "text", **environ: str) -> Running:
@@ -201,8 +203,12 @@ def start_command(args: list[str], env: dict[str, str] | None = None) -> tuple[s
     full_env = {**os.environ, **(env or {})}
     full_env.pop("CI_FAIL", None)
     process = subprocess.Popen(
-        [llmrelay_command(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=full_env,
+        [llmrelay_command(), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
     )
     lines: list[str] = []
     assert process.stderr is not None

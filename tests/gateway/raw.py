@@ -34,8 +34,9 @@ class Reply:
         return [json.loads(event[6:]) for event in self.events() if event.startswith(b"data: {")]
 
 
-async def afetch(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-                 raw: bytes | None = None) -> Reply:
+async def afetch(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> Reply:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     async with aiohttp.ClientSession() as session:
@@ -44,8 +45,9 @@ async def afetch(method: str, url: str, body: Any = None, headers: dict[str, str
             return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
 
 
-def fetch(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-          raw: bytes | None = None) -> Reply:
+def fetch(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> Reply:
     return asyncio.run(afetch(method, url, body, headers, raw))
 
 

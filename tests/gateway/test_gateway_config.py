@@ -99,7 +99,11 @@ key_env = "BOB_KEY"
         ('[providers.box]\napi_key_env = "X"\n', "providers.box.api_base", "needs its URL"),
         ('[providers.box]\napi_base = "ftp://x"\n', "providers.box.api_base", "http://"),
         ('[providers.box]\napi_base = "http://x/v1"\nmodels = []\n', "providers.box.models", "unknown key"),
-        ('[providers.box]\napi_base = "http://x/v1"\napi_key_env = "NOPE_KEY"\n', "providers.box.api_key_env", "NOPE_KEY is not set"),
+        (
+            '[providers.box]\napi_base = "http://x/v1"\napi_key_env = "NOPE_KEY"\n',
+            "providers.box.api_key_env",
+            "NOPE_KEY is not set",
+        ),
         ('[routes.r]\ntargets = ["local/x"]\nstrategy = "random"\n', "routes.r.strategy", "unknown strategy 'random'"),
         ('[routes.r]\ntargets = ["nowhere/x"]\n', "routes.r.targets", "unknown provider 'nowhere'"),
         ('[routes.r]\ntargets = ["groq/llama"]\n', "routes.r.targets", "GROQ_API_KEY is not set"),
@@ -110,12 +114,18 @@ key_env = "BOB_KEY"
         ('[[keys]]\nname = "a"\nkey_env = "MISSING_KEY"\n', "keys[0].key_env", "MISSING_KEY is not set"),
         (f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\nrpm = 0\n', "keys[0].rpm", "> 0"),
         (f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\nmodels = "fast"\n', "keys[0].models", "must be a list"),
-        (f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n', "keys[1].name", "duplicate"),
+        (
+            f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n',
+            "keys[1].name",
+            "duplicate",
+        ),
         ('[server]\ndefault_provider = "nope"\n', "server.default_provider", "unknown provider"),
         ("[server\n", "", "not valid TOML"),
     ],
 )
-def test_config_errors_name_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, named: str, what: str) -> None:
+def test_config_errors_name_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, named: str, what: str
+) -> None:
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     message = error_of(tmp_path, text)
     assert named in message and what in message, message
@@ -137,7 +147,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     import os
 
     return subprocess.run(
-        [llmrelay_command(), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        [llmrelay_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
     )
 
