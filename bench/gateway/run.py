@@ -309,7 +309,7 @@ class Bench:
                 cpu += f" ({med['cpu'] / floor_med[0]:.2f}× floor)"
                 cpu_stream += f" ({med['cpu_stream'] / floor_med[1]:.2f}× floor)"
 
-            def added(name: str) -> str:
+            def added(name: str, med: dict[str, float] = med, proxied: bool = proxied) -> str:
                 return f"{med[name]:.2f}" + (f" (+{med[name] - base[name]:.2f})" if proxied else "")
 
             if proxied:
