@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -273,8 +274,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
+        extra_data = _mapping("extra_data", extra_data)
         if "extra_body" in kwargs:
-            extra_body = kwargs.pop("extra_body")
+            extra_body = _mapping("extra_body", kwargs.pop("extra_body"))
             extra_data = {**(extra_data or {}), **(extra_body or {})}
         if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
             raise TypeError(
@@ -389,6 +391,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         ``aspect_ratio`` become ``size``). ``model`` defaults to ``default_image_model``,
         else the first of ``image_models``.
         """
+        extra_data = _mapping("extra_data", extra_data)
         await cls.prepare()
         base = cls.get_api_base(api_base)
         api_key = cls.get_api_key(api_key)
@@ -433,10 +436,35 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
+    for name, value in body.items():
+        if name != "messages":  # message contents are text; everything else may hold numbers
+            _check_finite(value, name)
     try:
         return orjson.dumps(body)
     except TypeError as error:
         raise TypeError(f"the request body cannot be sent as JSON: {error}") from None
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """JSON has no NaN or infinity (orjson would silently send ``null``): refuse them, naming where they are."""
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value}: JSON has no NaN or infinity; pass a finite number")
+    elif kind is dict:
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}")
+    elif kind is list or kind is tuple:
+        for index, item in enumerate(value):
+            _check_finite(item, f"{path}[{index}]")
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{name} must be a dict of extra body fields, not {type(value).__name__}")
 
 
 def _reject_unknown(kwargs: dict[str, Any], name: str) -> None:
