@@ -24,9 +24,11 @@ breaks a line. Event data stays bytes, ready for ``orjson.loads``.
 It is on the hot path of every streamed answer, so the common case — whole
 ``data: {...}\\n\\n`` events, LF only — takes one ``split`` and a few slices.
 A line that spans many reads (a big base64 image in one event) is kept as a list
-of parts and joined once, so its cost stays linear in its size; one event larger
+of parts and joined once, so its cost stays linear in its size. One event larger
 than :data:`MAX_EVENT_SIZE` raises :class:`~llmrelay.errors.ResponseError`
-instead of growing memory without bound.
+instead of growing memory without bound: the size is checked as the event's
+bytes arrive over several reads (an event that arrives whole in one read is
+bounded by that read, which aiohttp keeps to a few hundred KiB).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class SSEDecoder:
             lines[0] = b"".join([self._tail, *self._more, lines[0]])
             self._more = []
             self._more_size = 0
+            if len(lines[0]) + self._data_size > self._limit:
+                raise self._too_large()
         elif self._tail:
             lines[0] = self._tail + lines[0]
         self._tail = lines.pop()
