@@ -202,14 +202,18 @@ async def open_response(
     secrets = check_secrets(secrets)
     idle = check_timeout("timeout", timeout)
     total = check_timeout("total_timeout", total_timeout)
-    failure: ValueError | None = None
+    failure: Exception | None = None
     try:
         check_url(url)
     except ValueError as error:
         failure = ValueError(redact(str(error), secrets))
+    else:
+        try:
+            check_headers(headers)
+        except (TypeError, ValueError) as error:
+            failure = type(error)(redact(f"cannot send the request to {_host(url)}: {error}", secrets))
     if failure is not None:
-        raise failure  # outside the except block: the unredacted message is not chained
-    check_headers(headers)
+        raise failure  # outside the except block: nothing unredacted is chained
     started = time.monotonic()
     if body is not None and len(body) <= SMALL_BODY:
         # aiohttp keeps the body alive until the response is released. orjson.dumps returns its bytes
