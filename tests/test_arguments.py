@@ -56,3 +56,36 @@ def test_a_closed_client_refuses_new_calls(server: ScriptedServer) -> None:
     with pytest.raises(RuntimeError, match="this Client is closed"):
         client.chat.completions.create(model="", messages=MESSAGES)
     assert server.requests == []
+
+
+# ------------------------------------------------------------------ api_base and api_key as the provider sees them
+
+
+def test_api_base_query_stays_at_the_end_of_every_url(server: ScriptedServer) -> None:
+    server.script(json_reply(completion("x")))
+    server.route("GET", "/v1/models", lambda request: json_reply({"data": [{"id": "m1"}]}))
+    provider = make_provider(server, api_base=server.base + "/?api-version=1")
+    collect(provider)
+    assert provider.get_models() == ["m1"]
+    assert [request.path for request in server.requests] == [
+        "/v1/chat/completions?api-version=1",
+        "/v1/models?api-version=1",
+    ]
+
+
+@pytest.mark.parametrize(
+    "base", ["localhost:8000/v1", "ftp://host/v1", " http://127.0.0.1:1/v1", "http://127.0.0.1:1/v1\r\n", "not a url"]
+)
+def test_bad_api_base_is_a_value_error_naming_it_and_never_retried(server: ScriptedServer, base: str) -> None:
+    with pytest.raises(ValueError, match="api_base"):
+        collect(make_provider(server), api_base=base)
+    with Client(make_provider(server), api_base=base) as client, pytest.raises(ValueError, match="api_base"):
+        client.chat.completions.create(model="", messages=MESSAGES)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(("name", "value"), [("api_key", 12345), ("api_key", b"sk-bytes"), ("api_base", 12345)])
+def test_wrong_types_are_type_errors_naming_the_argument(server: ScriptedServer, name: str, value: object) -> None:
+    with pytest.raises(TypeError, match=name):
+        collect(make_provider(server), **{name: value})
+    assert server.requests == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -15,6 +16,7 @@ from .._text import shorten
 from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
+from ..http.url import check_api_base, join_url
 from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
@@ -26,6 +28,8 @@ from .reading import read_body, read_response
 __all__ = ["OpenaiTemplate"]
 
 log = logging.getLogger("llmrelay")
+
+_checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
 
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
@@ -92,7 +96,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 base = os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE
             else:
                 raise ValueError(f"{cls.get_name()} has no api_base: set the class attribute or pass api_base=")
-        return base.rstrip("/")
+        return _checked_base(base) if isinstance(base, str) else check_api_base(base)
 
     @classmethod
     def get_api_key_env(cls) -> str:
@@ -133,6 +137,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def check_auth(cls, api_key: str | None) -> None:
         """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"{cls.get_name()}: api_key must be a string, not {type(api_key).__name__}")
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
@@ -187,7 +193,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         try:
             response = await open_response(
                 "GET",
-                f"{base}/models",
+                join_url(base, "models"),
                 headers=cls.get_headers(False, api_key, headers),
                 proxy=proxy,
                 ssl=cls.ssl,
@@ -303,7 +309,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 _reject_unknown(kwargs, name)
                 prompt = prompt or last_user_text(messages)
                 data = await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
-                yield ProviderInfo(name, model, f"{base}/images/generations")
+                yield ProviderInfo(name, model, join_url(base, "images/generations"))
                 yield ImageResponse(image_urls(data, name), prompt)
                 return
 
@@ -335,7 +341,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             body = cls.prepare_body(body)
             response = await open_response(
                 "POST",
-                endpoint or f"{base}/chat/completions",
+                endpoint or join_url(base, "chat/completions"),
                 headers=cls.get_headers(stream, api_key, headers),
                 body=_dumps(body),
                 **request,
@@ -426,7 +432,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     ) -> dict[str, Any]:
         response = await open_response(
             "POST",
-            f"{base}/images/generations",
+            join_url(base, "images/generations"),
             headers=cls.get_headers(False, api_key, headers),
             body=_dumps(image_body(model, prompt, options, extra_data)),
             **request,
