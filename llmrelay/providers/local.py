@@ -671,6 +671,7 @@ def shutdown_server() -> None:
 
 
 SERVED_MODELS = (DEFAULT_ALIAS, TOOLS_ALIAS)
+OVERFLOW_LOG_POLLS = 20  # × POLL_INTERVAL: how long an empty stream waits for the server's log to explain it
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \(\d+\) exceed context window of \d+")
 
 
@@ -862,7 +863,13 @@ class Local(OpenaiTemplate):
             if started or error.partial_text:
                 raise
             server = running_server() or server
-            reason = _context_overflow(server, log_offset if server is not None and server is running_server() else 0)
+            offset = log_offset if server is not None and server is running_server() else 0
+            reason = None
+            for _ in range(OVERFLOW_LOG_POLLS):  # the server logs the error just after it closes the stream
+                reason = _context_overflow(server, offset)
+                if reason is not None or server is None:
+                    break
+                await asyncio.sleep(POLL_INTERVAL)
             if reason is None:
                 raise
             raise ContextLengthError(
