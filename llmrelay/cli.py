@@ -394,7 +394,7 @@ def describe_error(
     name = cls.get_name() if cls is not None else (getattr(error, "provider", None) or "the provider")
     env = cls.get_api_key_env() if cls is not None else None
     chosen = getattr(args, "chosen_because", None)
-    why = f"; {name} was chosen because {chosen} (use -p local for the local model)" if chosen else ""
+    why = f"; {name} was chosen because {chosen}: use -p local for the local model" if chosen else ""
     if isinstance(error, MissingAuthError):
         if error.status is None:
             hint = f": set {env} (or pass --api-key)" if env else " (pass --api-key)"
@@ -408,13 +408,14 @@ def describe_error(
     if isinstance(error, StreamIncompleteError) and not isinstance(error, StreamTimeoutError):
         got = len(error.partial_text)
         return _one_line(
-            f"{name}: the connection closed after {got} characters of the answer, before it was complete{why}"
+            f"{name}: the connection closed after {got} characters of the answer, before it was complete"
+            + (f" ({why[2:]})" if why else "")
         )
     if isinstance(error, RelayError):
         text = _relay_text(error)
         if error.status == 404 and cls is not None:
             text += _missing_v1_hint(cls, getattr(args, "api_base", None))
-        return _one_line(text + (f" ({why[2:]})" if why and error.status in (401, 403, 429) else ""))
+        return _one_line(text + (f" ({why[2:]})" if why else ""))
     if isinstance(error, (ValueError, TypeError, OSError)):
         return _one_line(str(error) or type(error).__name__)
     return _one_line(f"{type(error).__name__}: {error}")

@@ -378,3 +378,42 @@ def test_spinner_waits_for_the_first_token_on_a_terminal(server) -> None:
     finally:
         terminal.close()
     assert b"Waiting for Custom" in seen
+
+
+# ------------------------------------------- 3. the interactive history outgrows the context
+
+
+def context_error() -> Reply:
+    return json_reply(
+        {"error": {"message": "This model's maximum context length is 8192 tokens", "code": "context_length_exceeded"}},
+        status=400,
+    )
+
+
+def test_the_interactive_chat_drops_the_oldest_turns_to_fit_the_context(server) -> None:
+    server.script(
+        json_reply(completion("A1")),
+        json_reply(completion("A2")),
+        context_error(),
+        context_error(),
+        json_reply(completion("A3")),
+    )
+    terminal = Terminal(["chat", "--no-stream", "-m", "m", "-s", "sys"], clean_env(LLMRELAY_API_BASE=server.base))
+    try:
+        for question, answer in ((b"one", b"A1"), (b"two", b"A2"), (b"three", b"A3")):
+            terminal.read_until(b"> ")
+            terminal.write(question + b"\n")
+            terminal.read_until(answer)
+        terminal.read_until(b"> ")
+        terminal.write(b"exit\n")
+        assert terminal.process.wait(timeout=15) == 0
+        stderr = terminal.stderr().decode()
+    finally:
+        terminal.close()
+    assert "the oldest 2 exchanges left the history" in stderr
+    assert "error" not in stderr
+    assert [[m["content"] for m in request.json()["messages"]] for request in server.requests[2:]] == [
+        ["sys", "one", "A1", "two", "A2", "three"],
+        ["sys", "two", "A2", "three"],
+        ["sys", "three"],
+    ]
