@@ -2,12 +2,33 @@
 
 Every error the library raises on purpose is a :class:`RelayError`. Errors that
 come from a server carry what the server said (``status``, ``code``, ``type``,
-``message``, ``request_id``, ``retry_after`` and a bounded ``body`` excerpt).
-The API key is never part of any of them: the code that builds them
-(:mod:`llmrelay.http.status`) redacts it.
+``message``, ``request_id``, ``retry_after`` and a bounded ``body`` excerpt)::
+
+    RelayError
+    ├── MissingAuthError                 no key, 401, 403 about auth
+    ├── UnsupportedParameterError        (also ValueError) rejected before sending
+    ├── MissingRequirementsError         an optional dependency is missing
+    ├── ResponseError                    anything else the server answered
+    │   ├── BadRequestError              400, 422
+    │   │   ├── ContextLengthError
+    │   │   └── InvalidRequestError      the caller's request is malformed (gateway, conversions)
+    │   ├── PaymentRequiredError         402
+    │   ├── CloudflareError              bot-challenge pages
+    │   ├── ModelNotFoundError           404 about a model
+    │   ├── RateLimitError               429
+    │   └── ServerError                  5xx, in-band server_error
+    ├── ConnectError                     could not connect
+    │   └── ConnectTimeoutError          (also TimeoutError)
+    ├── TimeoutError                     (also the builtin TimeoutError) idle read / total timeout
+    ├── StreamIncompleteError            the answer broke off; partial_text
+    │   └── StreamTimeoutError           (also TimeoutError) a started stream stalled
+    └── AllProvidersFailedError          every provider of a fallback list failed
 
 How a response becomes one of these classes is decided in one place,
-:mod:`llmrelay.http.status`.
+:mod:`llmrelay.http.status`; the API key is redacted from messages and bodies by
+the provider that raised the error (it knows the key). :func:`http_status` and
+:func:`error_code` are the one table from an error to the HTTP answer a gateway
+gives for it (SPEC 8.4).
 """
 
 from __future__ import annotations
@@ -22,6 +43,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeoutError",
     "ContextLengthError",
+    "InvalidRequestError",
     "MissingAuthError",
     "MissingRequirementsError",
     "ModelNotFoundError",
@@ -34,11 +56,15 @@ __all__ = [
     "StreamTimeoutError",
     "TimeoutError",
     "UnsupportedParameterError",
+    "error_code",
+    "http_status",
 ]
 
 
 class RelayError(Exception):
     """Base class of every error llmrelay raises on purpose."""
+
+    informative = True  # False for "this target was skipped": a fallback list reports a real failure first
 
     def __init__(
         self,
@@ -51,9 +77,11 @@ class RelayError(Exception):
         request_id: str | None = None,
         retry_after: float | None = None,
         body: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param
         self.status = status
         self.code = code
         self.type = type
@@ -64,7 +92,7 @@ class RelayError(Exception):
 
     def __str__(self) -> str:
         parts = []
-        if self.provider:
+        if self.provider and not self.message.startswith(self.provider):
             parts.append(f"{self.provider}:")
         if self.status is not None:
             parts.append(f"HTTP {self.status}:")
@@ -93,6 +121,20 @@ class RelayError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI error body for this error: ``{"error": {"message", "type", "param", "code"}}``."""
+        message = self.message or type(self).__name__
+        if self.provider and not message.startswith(self.provider):
+            message = f"{self.provider}: {message}"
+        return {
+            "error": {
+                "message": message,
+                "type": self.type if isinstance(self.type, str) and self.type else _error_type(self),
+                "param": self.param,
+                "code": error_code(self),
+            }
+        }
 
 
 def _rebuild(cls: type[RelayError], message: str, state: dict[str, Any]) -> RelayError:
@@ -124,6 +166,10 @@ class BadRequestError(ResponseError):
 
 class ContextLengthError(BadRequestError):
     """The request does not fit the model's context window."""
+
+
+class InvalidRequestError(BadRequestError):
+    """The caller's request is malformed (a missing or wrong-typed field); ``param`` names the field."""
 
 
 class PaymentRequiredError(ResponseError):
@@ -177,3 +223,73 @@ class AllProvidersFailedError(RelayError):
         lines = "; ".join(f"{name}: {error}" for name, error in errors)
         super().__init__(f"all {len(errors)} providers failed: {lines}")
         self.errors = errors
+
+    def most_informative(self) -> BaseException:
+        """The error to report for the whole list: a rate limit when every provider was limited (its
+        ``retry_after`` the shortest), else the first error that is not a transient connection failure."""
+        failures = [error for _, error in self.errors if getattr(error, "informative", True)]
+        failures = failures or [error for _, error in self.errors]
+        if not failures:
+            return self
+        limits = [error for error in failures if isinstance(error, RateLimitError)]
+        if len(limits) == len(failures):
+            return min(limits, key=lambda error: error.retry_after if error.retry_after is not None else float("inf"))
+        for error in failures:
+            if not isinstance(error, (ConnectError, TimeoutError, StreamIncompleteError)):
+                return error
+        return failures[-1]
+
+
+# ------------------------------------------------------------- error -> HTTP answer (SPEC 8.4)
+
+# (class, HTTP status, code when the error carries none); the first matching row wins.
+_HTTP_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
+    (UnsupportedParameterError, 400, "unsupported_parameter"),
+    (InvalidRequestError, 400, "invalid_request"),
+    (ContextLengthError, 400, "context_length_exceeded"),
+    (BadRequestError, 400, "invalid_request"),
+    (ModelNotFoundError, 404, "model_not_found"),
+    (RateLimitError, 429, "rate_limit_exceeded"),
+    (MissingAuthError, 502, "upstream_auth_error"),
+    (PaymentRequiredError, 502, "upstream_auth_error"),
+    (StreamTimeoutError, 504, "upstream_timeout"),
+    (TimeoutError, 504, "upstream_timeout"),
+    (builtins.TimeoutError, 504, "upstream_timeout"),
+    (RelayError, 502, "upstream_error"),
+)
+_KEEP_CODE = (BadRequestError, ModelNotFoundError)  # the upstream's own code is passed on for these
+
+
+def _row(error: BaseException) -> tuple[int, str]:
+    if isinstance(error, AllProvidersFailedError):
+        error = error.most_informative()
+    for cls, status, code in _HTTP_TABLE:
+        if isinstance(error, cls):
+            return status, code
+    return 500, "internal_error"
+
+
+def http_status(error: BaseException) -> int:
+    """The HTTP status a gateway answers with for an error raised while serving a request (SPEC 8.4)."""
+    return _row(error)[0]
+
+
+def error_code(error: BaseException) -> str:
+    """The OpenAI ``error.code`` for an error: the upstream's own for bad requests and unknown models, else the table's."""
+    if isinstance(error, AllProvidersFailedError):
+        error = error.most_informative()
+    code = getattr(error, "code", None)
+    if isinstance(error, _KEEP_CODE) and isinstance(code, str) and code:
+        return code
+    return _row(error)[1]
+
+
+def _error_type(error: BaseException) -> str:
+    status = http_status(error)
+    if status == 429:
+        return "rate_limit_error"
+    if status == 400 or status == 404:
+        return "invalid_request_error"
+    if status == 504:
+        return "timeout_error"
+    return "upstream_error"

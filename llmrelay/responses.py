@@ -24,7 +24,6 @@ __all__ = [
 
 class _Event:
     __slots__: ClassVar[tuple[str, ...]] = ()
-    kind: ClassVar[str] = ""
 
     def __str__(self) -> str:
         return ""
@@ -46,7 +45,6 @@ class ProviderInfo(_Event):
     """Who answers: sent once, before the first text, with the model, response id and time the server reports."""
 
     __slots__ = ("created", "id", "model", "name", "system_fingerprint", "url")
-    kind = "provider"
 
     def __init__(
         self,
@@ -69,7 +67,6 @@ class Reasoning(_Event):
     """A piece of the model's reasoning text (``reasoning_content`` / ``reasoning``)."""
 
     __slots__ = ("token",)
-    kind = "reasoning"
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -83,7 +80,6 @@ class ToolCalls(_Event):
     """
 
     __slots__ = ("calls",)
-    kind = "tool_calls"
 
     def __init__(self, calls: list[dict[str, Any]]) -> None:
         self.calls = calls
@@ -93,7 +89,6 @@ class Usage(_Event):
     """Token counts the server reported (the last non-null usage seen; never summed)."""
 
     __slots__ = ("completion_tokens", "details", "prompt_tokens", "total_tokens")
-    kind = "usage"
 
     def __init__(
         self,
@@ -134,7 +129,6 @@ class FinishReason(_Event):
     """Why the answer ended (``stop``, ``length``, ``tool_calls``, ``content_filter`` …); always the last event."""
 
     __slots__ = ("reason",)
-    kind = "finish"
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -144,7 +138,6 @@ class ImageResponse(_Event):
     """Generated images as URLs or data URIs; ``str()`` is Markdown image links."""
 
     __slots__ = ("alt", "images")
-    kind = "image"
 
     def __init__(self, images: list[str] | str, alt: str = "") -> None:
         self.images = [images] if isinstance(images, str) else list(images)
@@ -159,7 +152,6 @@ class AudioResponse(_Event):
     """Generated audio: base64 ``data`` and its ``transcript``."""
 
     __slots__ = ("data", "transcript")
-    kind = "audio"
 
     def __init__(self, data: str, transcript: str = "") -> None:
         self.data = data

@@ -52,8 +52,8 @@ def server(server_session: ScriptedServer) -> Iterator[ScriptedServer]:
 @pytest.fixture(autouse=True)
 def _fresh_model_cache() -> Iterator[None]:
     """Model listings are cached per (api_base, key), and every test shares one server address: start empty."""
-    from llmrelay.providers import template
+    from llmrelay.providers.listing import clear_model_cache
 
-    template._model_cache.clear()
+    clear_model_cache()
     yield
-    template._model_cache.clear()
+    clear_model_cache()

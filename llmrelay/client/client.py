@@ -1,6 +1,6 @@
 """``Client`` and ``AsyncClient``: the ``openai`` SDK's shape on any provider, with retries and fallback.
 
-Both are thin shells around one async implementation (:class:`_Core`):
+Both are thin shells around one async implementation (:class:`_Dispatch`):
 
 * ``AsyncClient`` runs it on the caller's event loop;
 * ``Client`` runs it on its own :class:`~llmrelay._runner.BackgroundLoop` (one
@@ -16,22 +16,28 @@ event) inside the retry loop, and after that errors propagate as they are.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .._runner import BackgroundLoop
-from ..errors import AllProvidersFailedError
-from ..responses import AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
-from .retry import retry_delay
-from .router import ProviderClass, ProviderSpec, resolve_providers
-from .router import provider_name as _name
+from ..responses import Answer
+from .convert import StreamShape, answer_identity, message_dict, provider_options
+from .router import (
+    END,
+    Opened,
+    ProviderClass,
+    ProviderSpec,
+    aclose,
+    first_success,
+    open_events,
+    provider_name,
+    resolve_providers,
+)
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -53,7 +59,6 @@ log = logging.getLogger("llmrelay")
 T = TypeVar("T")
 SleepFunction = Callable[[float], Any]
 
-_END = object()  # "the provider's generator ended before any real event"
 _client_numbers = itertools.count(1)
 
 
@@ -87,169 +92,46 @@ def _prepare_messages(messages: Any) -> list[dict[str, Any]]:
     return prepared
 
 
-async def _aclose(generator: Any) -> None:
-    aclose = getattr(generator, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:  # closing must not hide the error being handled
-            pass
-
-
-def _new_id(prefix: str = "chatcmpl-") -> str:
-    return prefix + uuid.uuid4().hex
-
-
-def _tool_call_dicts(calls: list[dict[str, Any]], indexed: bool) -> list[dict[str, Any]]:
-    result = []
-    for index, call in enumerate(calls):
-        function = call.get("function") or {}
-        item: dict[str, Any] = {"index": index} if indexed else {}
-        item["id"] = call.get("id")
-        item["type"] = call.get("type") or "function"
-        item["function"] = {"name": function.get("name") or "", "arguments": function.get("arguments") or ""}
-        result.append(item)
-    return result
-
-
-def _completion(items: list[Any], provider: ProviderClass, model: str) -> ChatCompletion:
-    """A :class:`ChatCompletion` from every event of one answer."""
-    info: ProviderInfo | None = None
-    texts: list[str] = []
-    reasoning: list[str] = []
-    calls: list[dict[str, Any]] | None = None
-    audio: AudioResponse | None = None
-    usage: Usage | None = None
-    finish: str | None = None
-    for item in items:
-        if type(item) is str:
-            texts.append(item)
-        elif isinstance(item, ProviderInfo):
-            info = info or item
-        elif isinstance(item, Reasoning):
-            reasoning.append(item.token)
-        elif isinstance(item, ToolCalls):
-            calls = item.calls
-        elif isinstance(item, AudioResponse):
-            audio = item
-        elif isinstance(item, ImageResponse):
-            texts.append(str(item))
-        elif isinstance(item, Usage):
-            usage = item
-        elif isinstance(item, FinishReason):
-            finish = item.reason
-    content: str | None = "".join(texts) if texts else (None if calls or audio else "")
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
-    if reasoning:
-        message["reasoning_content"] = "".join(reasoning)
-    if audio is not None:
-        message["audio"] = {"data": audio.data, "transcript": audio.transcript}
-    if calls:
-        message["tool_calls"] = _tool_call_dicts(calls, indexed=False)
-    choice = Choice(0, ChatCompletionMessage(message), finish or ("tool_calls" if calls else "stop"))
-    return ChatCompletion(
-        (info.id if info is not None and info.id else None) or _new_id(),
-        (info.created if info is not None and info.created else None) or int(time.time()),
-        (info.model if info is not None and info.model else model),
-        [choice],
-        CompletionUsage(usage.to_dict()) if usage is not None else None,
-        info.name if info is not None else _name(provider),
-    )
-
-
-class _StreamState:
-    __slots__ = ("calls", "finish", "usage")
-
-    def __init__(self) -> None:
-        self.calls = False
-        self.finish: str | None = None
-        self.usage: Usage | None = None
-
-
-def _event_delta(item: Any, state: _StreamState) -> dict[str, Any] | None:
-    """The delta a (non-text) event adds to the stream; Usage / FinishReason are kept for the end."""
-    if type(item) is str:
-        return {"content": item}
-    if isinstance(item, Reasoning):
-        return {"reasoning_content": item.token}
-    if isinstance(item, ToolCalls):
-        state.calls = True
-        return {"tool_calls": _tool_call_dicts(item.calls, indexed=True)}
-    if isinstance(item, Usage):
-        state.usage = item
-    elif isinstance(item, FinishReason):
-        state.finish = item.reason
-    elif isinstance(item, AudioResponse):
-        return {"audio": {"data": item.data, "transcript": item.transcript}}
-    elif isinstance(item, ImageResponse):
-        return {"content": str(item)}
-    return None
-
-
-async def _chunk_stream(
-    generator: AsyncIterator[Any],
-    info: ProviderInfo | None,
-    first: Any,
-    provider: ProviderClass,
-    model: str,
-    include_usage: bool,
-) -> AsyncIterator[ChatCompletionChunk]:
-    """OpenAI-shaped chunks from a provider's opened event stream.
-
-    A role chunk first, one chunk per text / reasoning / tool-calls / audio event,
-    then the ``finish_reason`` chunk and, when usage is known, a usage chunk with
-    ``choices: []``.
-    """
-    name = info.name if info is not None else _name(provider)
-    if info is not None and info.model:
-        model = info.model
-    chunk_id = (info.id if info is not None and info.id else None) or _new_id()
-    created = (info.created if info is not None and info.created else None) or int(time.time())
-    state = _StreamState()
+async def _chunk_stream(opened: Opened, model: str, include_usage: bool) -> AsyncIterator[ChatCompletionChunk]:
+    """OpenAI-shaped chunks from an opened event stream: a role chunk, one chunk per text / reasoning /
+    tool-calls / audio event, the ``finish_reason`` chunk and, when asked for and known, a usage chunk."""
+    shape = StreamShape(opened.info, model, provider_name(opened.provider), include_usage)
+    chunk_id, created, model, name = shape.id, shape.created, shape.model, shape.provider
     chunk_class, choice_class, delta_class = ChatCompletionChunk, ChunkChoice, ChoiceDelta
+    first = opened.first
     try:
-        # OpenAI's first chunk: the role with content "" before text, with content null before tool calls.
-        content = None if isinstance(first, (ToolCalls, Reasoning, AudioResponse)) else ""
-        role = {"role": "assistant", "content": content, "refusal": None}
-        yield chunk_class(chunk_id, created, model, [choice_class(0, delta_class(role))], None, name, include_usage)
-        if first is not _END:
-            delta = _event_delta(first, state)
+        role = delta_class(shape.role_delta(first))
+        yield chunk_class(chunk_id, created, model, [choice_class(0, role)], None, name, include_usage)
+        if first is not END:
+            delta = shape.delta(first)
             if delta is not None:
                 yield chunk_class(
                     chunk_id, created, model, [choice_class(0, delta_class(delta))], None, name, include_usage
                 )
-        async for item in generator:
+        async for item in opened.events:
             if type(item) is str:  # the hot path: one text piece
-                yield chunk_class(
-                    chunk_id,
-                    created,
-                    model,
-                    [choice_class(0, delta_class({"content": item}))],
-                    None,
-                    name,
-                    include_usage,
-                )
-                continue
-            delta = _event_delta(item, state)
-            if delta is not None:
-                yield chunk_class(
-                    chunk_id, created, model, [choice_class(0, delta_class(delta))], None, name, include_usage
-                )
-        finish = state.finish or ("tool_calls" if state.calls else "stop")
-        yield chunk_class(
-            chunk_id, created, model, [choice_class(0, delta_class({}), finish)], None, name, include_usage
-        )
-        if state.usage is not None:
-            yield chunk_class(chunk_id, created, model, [], CompletionUsage(state.usage.to_dict()), name)
+                delta = {"content": item}
+            else:
+                delta = shape.delta(item)
+                if delta is None:
+                    continue
+            yield chunk_class(
+                chunk_id, created, model, [choice_class(0, delta_class(delta))], None, name, include_usage
+            )
+        finish = choice_class(0, delta_class({}), shape.finish_reason)
+        yield chunk_class(chunk_id, created, model, [finish], None, name, include_usage)
+        if include_usage and shape.usage is not None:
+            yield chunk_class(chunk_id, created, model, [], CompletionUsage(shape.usage.to_dict()), name)
     finally:
-        await _aclose(generator)
+        await opened.aclose()
 
 
-# ------------------------------------------------------------------------ core
+# ------------------------------------------------------------------------ dispatch
 
 
-class _Core:
-    """Provider resolution, retries, fallback and the shaping of answers; all async."""
+class _Dispatch:
+    """What a client is configured with, and the calls it makes: providers in fallback order, retries, the
+    per-call options every provider call gets; answers shaped by :mod:`llmrelay.client.convert`."""
 
     def __init__(
         self,
@@ -278,9 +160,9 @@ class _Core:
         self.headers = dict(headers) if headers else None
         self.sleep: SleepFunction = sleep or asyncio.sleep
 
-    # ---- plumbing
-
-    def transport(self, timeout: float | None = None, extra_headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def call_options(
+        self, timeout: float | None = None, extra_headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The keywords every provider call gets (only those that are set, so class defaults apply)."""
         options: dict[str, Any] = {}
         if self.api_key is not None:
@@ -296,45 +178,16 @@ class _Core:
             options["headers"] = {**(self.headers or {}), **(extra_headers or {})}
         return options
 
-    async def _sleep(self, delay: float) -> None:
-        result = self.sleep(delay)
-        if inspect.isawaitable(result):
-            await result
-
-    async def dispatch(self, attempt: Callable[[ProviderClass], Awaitable[T]]) -> T:
+    def dispatch(self, attempt: Callable[[ProviderClass], Awaitable[T]]) -> Awaitable[T]:
         """``attempt(provider)`` with retries per provider, then the next provider of a fallback list."""
-        errors: list[tuple[str, BaseException]] = []
-        for provider in self.providers:
-            number = 0
-            while True:
-                try:
-                    return await attempt(provider)
-                except Exception as error:
-                    delay = retry_delay(error, number, self.max_retries)
-                    if delay is None:
-                        if not self.fallback:
-                            raise
-                        log.info("%s failed (%s); trying the next provider", _name(provider), error)
-                        errors.append((_name(provider), error))
-                        break
-                    number += 1
-                    log.info(
-                        "%s failed (%s); retry %d of %d in %.2f s",
-                        _name(provider),
-                        error,
-                        number,
-                        self.max_retries,
-                        delay,
-                    )
-                    await self._sleep(delay)
-        raise AllProvidersFailedError(errors) from errors[-1][1]
+        return first_success(
+            self.providers, attempt, max_retries=self.max_retries, sleep=self.sleep, single=not self.fallback
+        )
 
     def chat_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        if params.get("n") not in (None, 1):
-            raise ValueError("n > 1 is not supported: the client reads one choice; make several calls instead")
         params.pop("stream", None)
-        options = self.transport(params.pop("timeout", None), params.pop("extra_headers", None))
-        options.update(params)
+        options = self.call_options(params.pop("timeout", None), params.pop("extra_headers", None))
+        options.update(provider_options(params))
         return options
 
     # ---- chat
@@ -343,12 +196,18 @@ class _Core:
         messages = _prepare_messages(messages)
         options = self.chat_options(params)
 
-        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, list[Any]]:
-            items = [item async for item in provider.create_async_generator(model, messages, stream=False, **options)]
-            return provider, items
+        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, Answer]:
+            answer = Answer()
+            async for item in provider.create_async_generator(model, messages, stream=False, **options):
+                answer.add(item)
+            return provider, answer
 
-        provider, items = await self.dispatch(attempt)
-        return _completion(items, provider, model)
+        provider, answer = await self.dispatch(attempt)
+        response_id, created, served_model = answer_identity(answer.info, model)
+        choice = Choice(0, ChatCompletionMessage(message_dict(answer)), answer.finish_reason)
+        usage = CompletionUsage(answer.usage.to_dict()) if answer.usage is not None else None
+        name = answer.info.name if answer.info is not None else provider_name(provider)
+        return ChatCompletion(response_id, created, served_model, [choice], usage, name)
 
     async def open_stream(
         self, model: str, messages: Any, params: dict[str, Any]
@@ -357,42 +216,30 @@ class _Core:
         messages = _prepare_messages(messages)
         options = self.chat_options(params)
 
-        async def attempt(provider: ProviderClass) -> tuple[ProviderClass, Any, ProviderInfo | None, Any]:
-            generator = provider.create_async_generator(model, messages, stream=True, **options)
-            info: ProviderInfo | None = None
-            try:
-                async for item in generator:
-                    if isinstance(item, ProviderInfo):
-                        info = item
-                        continue
-                    return provider, generator, info, item  # leaves the generator open, positioned after `item`
-            except BaseException:
-                await _aclose(generator)
-                raise
-            return provider, generator, info, _END
+        def attempt(provider: ProviderClass) -> Awaitable[Opened]:
+            return open_events(provider, model, messages, options)
 
-        provider, generator, info, first = await self.dispatch(attempt)
+        opened = await self.dispatch(attempt)
         stream_options = options.get("stream_options")
         if isinstance(stream_options, dict):
             include_usage = bool(stream_options.get("include_usage"))
         else:
-            include_usage = bool(getattr(provider, "supports_stream_options", False))
-        return _chunk_stream(generator, info, first, provider, model, include_usage)
+            include_usage = bool(getattr(opened.provider, "supports_stream_options", False))
+        return _chunk_stream(opened, model, include_usage)
 
     # ---- models
 
     async def list_models(self) -> ModelList:
-        options = self.transport()
-        options.pop("headers", None)  # get_models takes no headers
+        options = self.call_options()
 
         async def attempt(provider: ProviderClass) -> tuple[ProviderClass, list[str]]:
             get_models = getattr(provider, "get_models_async", None)
             if get_models is None:
-                raise TypeError(f"{_name(provider)} cannot list models (it has no get_models_async)")
+                raise TypeError(f"{provider_name(provider)} cannot list models (it has no get_models_async)")
             return provider, await get_models(**options)
 
         provider, ids = await self.dispatch(attempt)
-        owner = _name(provider)
+        owner = provider_name(provider)
         return ModelList([Model({"id": i, "object": "model", "created": 0, "owned_by": owner}) for i in ids], owner)
 
     # ---- images
@@ -406,50 +253,25 @@ class _Core:
         response_format: str | None,
         params: dict[str, Any],
     ) -> ImagesResponse:
-        timeout = params.pop("timeout", None)
-        extra_headers = params.pop("extra_headers", None)
+        options = self.call_options(params.pop("timeout", None), params.pop("extra_headers", None))
         extra_body = params.pop("extra_body", None)
-        body: dict[str, Any] = {"prompt": prompt}
+        if extra_body:
+            options["extra_data"] = dict(extra_body)
         for key, value in (("n", n), ("size", size), ("response_format", response_format), *params.items()):
             if value is not None:
-                body[key] = value
-        if extra_body:
-            body.update(extra_body)
-        options = self.transport(timeout, extra_headers)
+                options[key] = value
 
         async def attempt(provider: ProviderClass) -> ImagesResponse:
-            return await _generate_images(provider, model, body, options)
+            name = provider_name(provider)
+            generate = getattr(provider, "generate_images_async", None)
+            if generate is None:
+                raise TypeError(f"{name} cannot generate images: it is not an OpenaiTemplate provider")
+            data = await generate(prompt, model or "", **options)
+            data.setdefault("created", int(time.time()))
+            served = model or getattr(provider, "default_image_model", "") or ""
+            return ImagesResponse(data, provider=name, model=served)
 
         return await self.dispatch(attempt)
-
-
-async def _generate_images(
-    provider: ProviderClass, model: str | None, body: dict[str, Any], options: dict[str, Any]
-) -> ImagesResponse:
-    """The provider's ``generate_images_async``, wrapped as an OpenAI ``ImagesResponse``."""
-    name = _name(provider)
-    generate = getattr(provider, "generate_images_async", None)
-    if generate is None:
-        raise TypeError(f"{name} cannot generate images: it is not an OpenaiTemplate provider")
-    body = dict(body)
-    prompt = body.pop("prompt")
-    extra_data = {key: body.pop(key) for key in list(body) if key not in _IMAGE_OPTIONS}
-    data = await generate(
-        prompt,
-        model or "",
-        api_key=options.get("api_key"),
-        api_base=options.get("api_base"),
-        proxy=options.get("proxy"),
-        timeout=options.get("timeout"),
-        headers=options.get("headers"),
-        extra_data=extra_data or None,
-        **body,
-    )
-    data.setdefault("created", int(time.time()))
-    return ImagesResponse(data, provider=name, model=model or getattr(provider, "default_image_model", "") or "")
-
-
-_IMAGE_OPTIONS = ("n", "size", "quality", "style", "response_format", "background", "output_format")
 
 
 # ---------------------------------------------------------------- async client
@@ -471,7 +293,7 @@ class AsyncStream:
 
     async def close(self) -> None:
         """Stop reading and give the connection back."""
-        await _aclose(self._iterator)
+        await aclose(self._iterator)
 
     aclose = close
 
@@ -485,7 +307,7 @@ class AsyncStream:
 class _AsyncCompletions:
     __slots__ = ("_core",)
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Dispatch) -> None:
         self._core = core
 
     async def create(
@@ -505,14 +327,14 @@ class _AsyncCompletions:
 class _AsyncChat:
     __slots__ = ("completions",)
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Dispatch) -> None:
         self.completions = _AsyncCompletions(core)
 
 
 class _AsyncModels:
     __slots__ = ("_core",)
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Dispatch) -> None:
         self._core = core
 
     async def list(self) -> ModelList:
@@ -523,7 +345,7 @@ class _AsyncModels:
 class _AsyncImages:
     __slots__ = ("_core",)
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Dispatch) -> None:
         self._core = core
 
     async def generate(
@@ -546,7 +368,7 @@ class _AsyncImages:
 class _ClientBase:
     """What both clients share: construction and the retry settings."""
 
-    _core: _Core
+    _core: _Dispatch
 
     def __init__(
         self,
@@ -561,7 +383,7 @@ class _ClientBase:
         base_url: str | None = None,
         sleep: SleepFunction | None = None,
     ) -> None:
-        self._core = _Core(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
+        self._core = _Dispatch(provider, api_key, api_base or base_url, max_retries, timeout, proxy, headers, sleep)
         self._attach()
 
     def _attach(self) -> None:
@@ -618,7 +440,7 @@ class AsyncClient(_ClientBase):
         await self.close()
 
     def __repr__(self) -> str:
-        return f"AsyncClient(providers={[_name(p) for p in self._core.providers]})"
+        return f"AsyncClient(providers={[provider_name(p) for p in self._core.providers]})"
 
 
 # ----------------------------------------------------------------- sync client
@@ -637,7 +459,7 @@ class _SyncRuntime:
 
     __slots__ = ("__weakref__", "closed", "core", "finalizer", "loop")
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Dispatch) -> None:
         self.core = core
         name = f"llmrelay-client-{next(_client_numbers)}"
         self.loop = BackgroundLoop(name=name)
@@ -772,4 +594,4 @@ class Client(_ClientBase):
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(providers={[_name(p) for p in self._core.providers]})"
+        return f"Client(providers={[provider_name(p) for p in self._core.providers]})"

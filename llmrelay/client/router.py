@@ -5,12 +5,22 @@
   An ad-hoc base URL with no provider named means ``Custom``: a key set for a
   catalog provider (``GROQ_API_KEY`` …) never goes to a host that provider did
   not name (SPEC 2.1).
+* :func:`first_success` tries targets in turn (retries, fallback, hooks where a
+  gateway plugs in cooldowns), and :func:`open_events` opens a stream up to its
+  first event, so that failover happens only before any output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, Union
+
+from ..errors import AllProvidersFailedError, RelayError
+from ..responses import ProviderInfo
+from .retry import is_retryable, retry_delay
 
 if TYPE_CHECKING:
     from ..providers.template import OpenaiTemplate
@@ -20,8 +30,25 @@ else:
     ProviderClass = type  # the providers (and aiohttp) are imported only when a request is made
 
 ProviderSpec = Union[ProviderClass, str, Sequence[Union[ProviderClass, str]], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
-__all__ = ["ProviderClass", "ProviderSpec", "provider_name", "resolve_provider", "resolve_providers"]
+__all__ = [
+    "END",
+    "Opened",
+    "ProviderClass",
+    "ProviderSpec",
+    "Skip",
+    "aclose",
+    "first_success",
+    "is_retryable",
+    "open_events",
+    "provider_name",
+    "resolve_provider",
+    "resolve_providers",
+]
+
+log = logging.getLogger("llmrelay")
 
 
 def resolve_provider(provider: ProviderClass | str | None = None, api_base: str | None = None) -> ProviderClass:
@@ -52,10 +79,129 @@ def resolve_providers(provider: ProviderSpec, api_base: str | None = None) -> tu
         if not provider:
             raise ValueError("the provider list is empty")
         return [resolve_provider(item) for item in provider], True
-    return [resolve_provider(provider, api_base)], False
+    return [resolve_provider(provider, api_base)], False  # type: ignore[arg-type]
 
 
 def provider_name(provider: Any) -> str:
     """The display name of a provider class (``get_name()``, else the class name)."""
     get_name = getattr(provider, "get_name", None)
     return get_name() if callable(get_name) else provider.__name__
+
+
+# ------------------------------------------------------------------ trying targets in turn
+
+END: Any = object()
+"""``Opened.first`` when the provider's stream ended before any real event."""
+
+
+class Skip(RelayError):  # noqa: N818 (a signal more than an error)
+    """Raised by a ``before_attempt`` hook: leave this target out (for example, it is cooling down)."""
+
+    informative = False
+
+
+class Opened:
+    """An answer stream advanced to its first real event: what failover needs before any output is sent."""
+
+    __slots__ = ("events", "first", "info", "provider")
+
+    def __init__(self, provider: ProviderClass, info: Any, first: Any, events: AsyncIterator[Any]) -> None:
+        self.provider = provider
+        self.info = info  # the ProviderInfo event, if the provider sent one before `first`
+        self.first = first
+        self.events = events  # the rest of the stream, positioned after `first`
+
+    async def aclose(self) -> None:
+        """Stop reading and give the connection back."""
+        await aclose(self.events)
+
+
+async def aclose(generator: Any) -> None:
+    """Close an async generator, swallowing what closing raises (it must not hide the error being handled)."""
+    close = getattr(generator, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:
+            pass
+
+
+async def open_events(
+    provider: ProviderClass, model: str, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> Opened:
+    """Start a streamed answer and advance it to its first real event (so that a failure before output can move
+    on to another attempt); the caller owns the returned stream and must read it to the end or ``aclose()`` it."""
+    generator = provider.create_async_generator(model, messages, stream=True, **options)
+    info: Any = None
+    try:
+        async for item in generator:
+            if isinstance(item, ProviderInfo):
+                info = item
+                continue
+            return Opened(provider, info, item, generator)
+    except BaseException:
+        await aclose(generator)
+        raise
+    return Opened(provider, info, END, generator)
+
+
+Hook = Callable[..., Awaitable[Any]]
+
+
+async def first_success(
+    targets: Iterable[T],
+    attempt: Callable[[T], Awaitable[R]],
+    *,
+    max_retries: int = 0,
+    sleep: Callable[[float], Any] = asyncio.sleep,
+    retryable: Callable[[BaseException], bool] = is_retryable,
+    fall_back: Callable[[BaseException], bool] | None = None,
+    name: Callable[[T], str] = provider_name,
+    before_attempt: Hook | None = None,
+    after_error: Hook | None = None,
+    on_success: Hook | None = None,
+    single: bool = False,
+) -> R:
+    """``await attempt(target)`` for each target in turn until one succeeds.
+
+    A target is retried up to ``max_retries`` times for an error that ``retryable`` accepts (waiting per
+    :func:`~llmrelay.client.retry.retry_delay`); then the request moves on to the next target — for any error, or
+    with ``fall_back`` only for the errors it accepts (any other is raised at once).
+    ``before_attempt(target)`` may raise :class:`Skip` to leave a target out; ``after_error(target, error)`` sees
+    every failure and ``on_success(target)`` the success. When every target failed, or was skipped, raises
+    :class:`~llmrelay.errors.AllProvidersFailedError` listing each — except with ``single=True`` (one target, no
+    fallback list), where the target's own error is raised as it is.
+    """
+    errors: list[tuple[str, BaseException]] = []
+    for target in targets:
+        if before_attempt is not None:
+            try:
+                await before_attempt(target)
+            except Skip as skipped:
+                errors.append((name(target), skipped))
+                continue
+        number = 0
+        while True:
+            try:
+                result = await attempt(target)
+            except Exception as error:
+                if after_error is not None:
+                    await after_error(target, error)
+                delay = retry_delay(error, number, max_retries) if retryable(error) else None
+                if delay is None:
+                    if single or (fall_back is not None and not fall_back(error)):
+                        raise
+                    log.info("%s failed (%s); trying the next one", name(target), error)
+                    errors.append((name(target), error))
+                    break
+                number += 1
+                log.info("%s failed (%s); retry %d of %d in %.2f s", name(target), error, number, max_retries, delay)
+                waited = sleep(delay)
+                if inspect.isawaitable(waited):
+                    await waited
+                continue
+            if on_success is not None:
+                await on_success(target)
+            return result
+    failures = [error for _, error in errors if not isinstance(error, Skip)]
+    raise AllProvidersFailedError(errors) from (failures[-1] if failures else None)

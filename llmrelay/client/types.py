@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .convert import chunk_dict
+
 __all__ = [
     "ChatCompletion",
     "ChatCompletionChunk",
@@ -356,18 +358,14 @@ class ChatCompletionChunk(OpenAIObject):
         self._usage_key = usage_key  # emit "usage": null, as OpenAI does on every chunk when usage was asked for
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice.to_dict() for choice in self.choices],
-        }
-        if self.usage is not None:
-            data["usage"] = self.usage.to_dict()
-        elif self._usage_key:
-            data["usage"] = None
-        return data
+        return chunk_dict(
+            self.id,
+            self.created,
+            self.model,
+            [choice.to_dict() for choice in self.choices],
+            self.usage.to_dict() if self.usage is not None else None,
+            self._usage_key,
+        )
 
 
 # ------------------------------------------------------------- models and images

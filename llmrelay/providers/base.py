@@ -16,7 +16,6 @@ class AsyncGeneratorProvider:
     """A provider whose answer is an async generator of text and events."""
 
     label: ClassVar[str | None] = None
-    working: ClassVar[bool] = True
     supports_stream: ClassVar[bool] = True
     supports_message_history: ClassVar[bool] = True
     supports_system_message: ClassVar[bool] = True

@@ -26,7 +26,7 @@ import pytest
 from llmrelay import OpenaiTemplate
 from llmrelay.errors import ModelNotFoundError, ResponseError, ServerError
 from llmrelay.http.session import close_sessions, open_response
-from llmrelay.providers import template
+from llmrelay.providers.listing import cached_listing, clear_model_cache
 from llmrelay.providers.local import DEFAULT_ALIAS, SERVED_MODELS, TOOLS_ALIAS, Local
 from llmrelay.responses import FinishReason, ProviderInfo, ToolCalls, Usage
 
@@ -210,19 +210,19 @@ def test_get_models_async_lists_both_aliases(llama_server: Any) -> None:
     models = asyncio.run(Local.get_models_async())
     assert models == sorted(SERVED_MODELS) == ["smollm2", "smollm2-tools"]
     # A real listing (Local.fallback_models holds the same names): only a listing that worked is cached.
-    assert (llama_server.base_url, "") in template._model_cache
+    assert cached_listing(llama_server.base_url, None) is not None
 
 
 def test_get_models_sync_in_a_script_and_inside_a_running_loop(llama_server: Any) -> None:
     assert Local.get_models() == ["smollm2", "smollm2-tools"]
-    assert (llama_server.base_url, "") in template._model_cache
-    template._model_cache.clear()
+    assert cached_listing(llama_server.base_url, None) is not None
+    clear_model_cache()
 
     async def inside_loop() -> list[str]:
         return Local.get_models()  # sync call from a coroutine: must not fail
 
     assert asyncio.run(inside_loop()) == ["smollm2", "smollm2-tools"]
-    assert (llama_server.base_url, "") in template._model_cache
+    assert cached_listing(llama_server.base_url, None) is not None
 
 
 def test_plain_openai_template_lists_the_server_models(llama_server: Any) -> None:

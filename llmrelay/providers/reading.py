@@ -1,0 +1,356 @@
+"""Reading an answer: a JSON completion, an event stream or plain text becomes text pieces and typed events.
+
+Both shapes go through one :class:`ChunkState`: a whole ``message`` is read as
+one big ``delta``, so the rules for reasoning, refusals, tool calls, audio, usage
+and the finish reason are written once (SPEC 2.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+
+from .._text import content_text, shorten
+from ..errors import RelayError, ResponseError, StreamIncompleteError
+from ..http.session import TRANSPORT_ERRORS, Response, stream_error
+from ..http.sse import SSEDecoder
+from ..http.status import error_from_data
+from ..responses import AudioResponse, FinishReason, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
+from ..typing import AsyncResult
+
+__all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_body", "read_response"]
+
+FINISH_GRACE = 0.5  # seconds to wait for a usage trailer after finish_reason when [DONE] does not come
+
+
+async def read_response(response: Response, name: str, model: str, timeout: float) -> AsyncResult:
+    """The events of an answer, read by its content type (whatever ``stream`` asked for); releases the response."""
+    content_type = response.content_type
+    if content_type == "text/event-stream":
+        async for item in read_event_stream(response, name, model, timeout):
+            yield item
+        return
+    if content_type == "application/json" or content_type.endswith("+json"):
+        body = await read_body(response, name, timeout)
+        for item in events_from_completion(body, name, model, response.url):
+            yield item
+    elif content_type == "text/plain":
+        text = (await read_body(response, name, timeout)).decode("utf-8", "replace")
+        yield ProviderInfo(name, model, response.url)
+        if text:
+            yield text
+    else:
+        await response.release()
+        raise ResponseError(
+            f"unexpected content type {content_type or '(none)'!r} from {response.url}",
+            status=response.status,
+            provider=name,
+        )
+
+
+async def read_body(response: Response, name: str, timeout: float) -> bytes:
+    """The whole body, then the connection goes back to the pool; transport failures become llmrelay errors."""
+    try:
+        return await response.read()
+    except TRANSPORT_ERRORS as error:
+        raise stream_error(
+            error,
+            partial_text="",
+            url=response.url,
+            timeout=timeout,
+            provider=name,
+            total_timeout=response.total_timeout,
+            deadline=response.deadline,
+        ) from None
+    finally:
+        await response.release()
+
+
+def provider_info(name: str, data: dict[str, Any], model: str, url: str) -> ProviderInfo:
+    """``ProviderInfo`` from the first chunk (or the whole answer): the model, id and time the server reports."""
+    response_id, created, fingerprint = data.get("id"), data.get("created"), data.get("system_fingerprint")
+    return ProviderInfo(
+        name,
+        data.get("model") or model,
+        url,
+        response_id if isinstance(response_id, str) else None,
+        created if isinstance(created, int) else None,
+        fingerprint if isinstance(fingerprint, str) else None,
+    )
+
+
+class ChunkState:
+    """What an answer has produced so far, fed delta by delta (a whole message is one delta).
+
+    ``take_delta`` returns the items to yield now (text, reasoning); tool calls, audio,
+    usage and the finish reason are kept and come out of ``trailer()`` at the end.
+    """
+
+    __slots__ = ("audio_data", "audio_transcript", "calls", "finish", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls = ToolCallAccumulator()
+        self.usage: dict[str, Any] | None = None
+        self.finish: str | None = None
+        self.audio_data: list[str] = []
+        self.audio_transcript: list[str] = []
+
+    def take_delta(self, delta: dict[str, Any]) -> list[Any]:
+        items: list[Any] = []
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if reasoning and type(reasoning) is str:
+            items.append(Reasoning(reasoning))
+        content = delta.get("content")
+        if content:
+            if type(content) is not str:
+                content = content_text(content)
+            if content:
+                self.text.append(content)
+                items.append(content)
+        refusal = delta.get("refusal")
+        if refusal:
+            self.text.append(refusal)
+            items.append(refusal)
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            self.calls.add(tool_calls)
+        audio = delta.get("audio")
+        if audio:
+            self.audio_data.append(audio.get("data") or "")
+            self.audio_transcript.append(audio.get("transcript") or "")
+        return items
+
+    def take_usage(self, obj: dict[str, Any]) -> None:
+        """The chunk's usage (Groq's ``x_groq.usage`` too); the last one seen wins."""
+        usage = obj.get("usage")
+        if not usage and "x_groq" in obj:
+            usage = (obj["x_groq"] or {}).get("usage")
+        if usage:
+            if type(usage) is not dict:
+                raise TypeError
+            self.usage = usage
+
+    def trailer(self) -> list[Any]:
+        """The events after the text: tool calls, audio, usage, and the finish reason last."""
+        items: list[Any] = []
+        if self.calls:
+            items.append(ToolCalls(self.calls.result()))
+        if self.audio_data or self.audio_transcript:
+            items.append(AudioResponse("".join(self.audio_data), "".join(self.audio_transcript)))
+        if self.usage:
+            items.append(Usage.from_dict(self.usage))
+        if self.finish or self.calls:
+            items.append(FinishReason(finish_reason(self.finish, bool(self.calls))))
+        return items
+
+
+def events_from_completion(body: bytes, name: str, model: str, url: str) -> list[Any]:
+    """The events of a whole (non-streamed) chat completion."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ResponseError(f"the answer is not valid JSON: {shorten(body)!r}", provider=name) from None
+    if not isinstance(data, dict):
+        raise ResponseError(f"unexpected answer: {shorten(body)!r}", provider=name)
+    if data.get("error") is not None:
+        raise error_from_data(data, provider=name) or ResponseError(shorten(body), provider=name)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise ResponseError(f"the answer is not a chat completion: {shorten(body)!r}", provider=name)
+    events: list[Any] = [provider_info(name, data, model, url)]
+    state = ChunkState()
+    try:
+        choice = choices[0] if choices else {}
+        events.extend(state.take_delta(choice.get("message") or {}))
+        state.take_usage(data)
+        state.finish = choice.get("finish_reason")
+        if state.usage is not None and type(state.usage) is not dict:
+            raise TypeError
+    except (AttributeError, TypeError, KeyError):
+        raise ResponseError(f"the answer has an unexpected shape: {shorten(body)!r}", provider=name) from None
+    events.extend(state.trailer())
+    return events
+
+
+async def read_event_stream(response: Response, name: str, model: str, timeout: float) -> AsyncResult:
+    """The events of a streamed answer (SPEC 2.6): text as it arrives, the rest at the end."""
+    url = response.url
+    decoder = SSEDecoder()
+    feed = decoder.feed
+    read = response.read_chunk
+    loads = orjson.loads
+    state = ChunkState()
+    text = state.text
+    info_pending = True
+    finished_at = 0.0
+    complete = False
+    try:
+        while not complete:
+            try:
+                if state.finish is None:
+                    chunk = await read()
+                else:
+                    remaining = finished_at + FINISH_GRACE - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    chunk = await asyncio.wait_for(read(), remaining)
+            except TRANSPORT_ERRORS as error:  # includes the idle-read and grace-period timeouts
+                if state.finish is not None:
+                    break  # finish_reason came: what is missing is at most the [DONE] / usage trailer
+                raise stream_error(
+                    error,
+                    partial_text="".join(text),
+                    url=url,
+                    timeout=timeout,
+                    provider=name,
+                    total_timeout=response.total_timeout,
+                    deadline=response.deadline,
+                ) from None
+            events = feed(chunk) if chunk else decoder.flush()
+            try:
+                for event, data in events:
+                    if event != b"message":
+                        if event == b"error":
+                            raise _stream_error_event(data, name)
+                        continue
+                    if not data:
+                        continue
+                    if data == b"[DONE]":
+                        complete = True
+                        break
+                    try:
+                        obj = loads(data)
+                    except orjson.JSONDecodeError:
+                        raise ResponseError(f"a stream event is not JSON: {shorten(data)!r}", provider=name) from None
+                    if type(obj) is not dict:
+                        raise ResponseError(f"a stream event is not a JSON object: {shorten(data)!r}", provider=name)
+                    if "error" in obj and obj["error"] is not None:
+                        raise error_from_data(obj, provider=name) or ResponseError(shorten(data), provider=name)
+                    if info_pending:
+                        info_pending = False
+                        yield provider_info(name, obj, model, url)
+                    choices = obj.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        if choice.get("index", 0) != 0:
+                            choice = next((c for c in choices if c.get("index", 0) == 0), None)
+                        if choice:
+                            delta = choice.get("delta")
+                            if delta:
+                                content = delta.get("content")
+                                if content and type(content) is str and len(delta) == 1:  # the hot path
+                                    text.append(content)
+                                    yield content
+                                else:
+                                    for item in state.take_delta(delta):
+                                        yield item
+                            reason = choice.get("finish_reason")
+                            if reason and state.finish is None:
+                                state.finish = reason
+                                finished_at = time.monotonic()
+                    if "usage" in obj or "x_groq" in obj:
+                        state.take_usage(obj)
+            except (AttributeError, TypeError, KeyError):
+                # A chunk whose choices / delta / usage are not the objects the API defines.
+                raise ResponseError(
+                    f"a stream event has an unexpected shape: {shorten(data)!r}", provider=name
+                ) from None
+            if not chunk:
+                break
+        if not complete and state.finish is None:
+            raise _incomplete(name, "".join(text))
+    finally:
+        await response.release(drain=complete)
+    for item in state.trailer():
+        yield item
+
+
+def _incomplete(name: str, partial: str) -> RelayError:
+    return StreamIncompleteError(
+        f"the stream ended before the answer was complete (no finish_reason, no [DONE]) after {len(partial)} characters",
+        partial_text=partial,
+        provider=name,
+    )
+
+
+def _stream_error_event(data: bytes, name: str) -> RelayError:
+    try:
+        obj = orjson.loads(data) if data else None
+    except orjson.JSONDecodeError:
+        obj = None
+    if obj is not None:
+        error = error_from_data(obj, provider=name)
+        if error is not None:
+            return error
+    return ResponseError(f"the server sent an error event: {shorten(data)!r}", provider=name)
+
+
+class ToolCallAccumulator:
+    """Joins streamed tool-call deltas into complete calls (a whole message's calls are one delta list).
+
+    With ``index``, deltas of one index belong to one call. Without it, a delta
+    with a new ``id`` starts a call, and a delta without ``id`` continues the call
+    last started at the same position of the delta list. Arguments sent as JSON
+    objects become JSON strings; a call without an id gets ``call_<n>``.
+    """
+
+    __slots__ = ("_by_key", "_by_position", "_calls")
+
+    def __init__(self) -> None:
+        self._calls: list[dict[str, Any]] = []
+        self._by_key: dict[Any, dict[str, Any]] = {}
+        self._by_position: dict[int, dict[str, Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, deltas: list[dict[str, Any]]) -> None:
+        for position, delta in enumerate(deltas):
+            if not isinstance(delta, dict):
+                raise TypeError("a tool call is not an object")
+            call_id = delta.get("id")
+            index = delta.get("index")
+            if index is not None:
+                key: Any = ("index", index)
+            elif call_id:
+                key = ("id", call_id)
+            else:
+                current = self._by_position.get(position)
+                key = None if current is None else current["_key"]
+            call = self._by_key.get(key) if key is not None else None
+            if call is not None and call_id and call["id"] and call_id != call["id"]:
+                call = None  # a new id at a used index: a new call (servers that send every call as index 0)
+            if call is None:
+                key = key if key is not None else ("position", position, len(self._calls))
+                call = {"_key": key, "id": "", "type": "function", "name": "", "arguments": []}
+                self._by_key[key] = call
+                self._calls.append(call)
+            self._by_position[position] = call
+            if call_id:
+                call["id"] = call_id
+            if delta.get("type"):
+                call["type"] = delta["type"]
+            function = delta.get("function")
+            if function:
+                name = function.get("name")
+                if name and name != call["name"]:
+                    call["name"] = call["name"] + name if call["name"] else name
+                arguments = function.get("arguments")
+                if arguments is not None:
+                    call["arguments"].append(
+                        arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+                    )
+
+    def result(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": call["id"] or f"call_{number}",
+                "type": call["type"],
+                "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+            }
+            for number, call in enumerate(self._calls)
+        ]
