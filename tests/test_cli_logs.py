@@ -201,3 +201,36 @@ def test_a_log_that_is_not_a_database_never_breaks_a_chat(server, tmp_path: Path
     assert result.returncode == 0
     assert result.stdout == b"Fine.\n"
     assert b"warning: could not write the log" in result.stderr
+
+
+# ------------------------------------------------------------------- llmrelay.logs itself
+
+
+def test_search_without_fts5_falls_back_to_like(tmp_path: Path) -> None:
+    from llmrelay.logs import Log, new_conversation_id, utc_now
+
+    log = Log(tmp_path / "logs.db")
+    cid = new_conversation_id()
+    for prompt, response in (("about pelicans", "They fish."), ("about otters", "They swim.")):
+        log.record({"conversation_id": cid, "datetime_utc": utc_now(), "prompt": prompt, "response": response})
+    with sqlite3.connect(log.path) as connection:  # as if this SQLite had no FTS5
+        connection.executescript("DROP TRIGGER responses_fts_insert; DROP TABLE responses_fts;")
+    assert [entry["response"] for entry in log.entries(None, query="swim")] == ["They swim."]
+    assert [entry["prompt"] for entry in log.conversation(cid)] == ["about pelicans", "about otters"]
+
+
+def test_history_rebuilds_the_messages_with_the_logged_system_message() -> None:
+    from llmrelay.logs import history
+
+    entries = [
+        {"prompt": "q1", "response": "a1", "system": "old"},
+        {"prompt": "q2", "response": "a2", "system": "newer"},
+    ]
+    assert history(entries) == [
+        {"role": "system", "content": "newer"},
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"},
+        {"role": "assistant", "content": "a2"},
+    ]
+    assert history(entries, "given")[0] == {"role": "system", "content": "given"}
