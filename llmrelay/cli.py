@@ -405,6 +405,8 @@ def describe_error(
         return _one_line(f"{_relay_text(error)} (list the models with `llmrelay models` and the same -p / --api-base)")
     if isinstance(error, ConnectError):
         return _one_line(f"{_relay_text(error)} (is the server running? check the base URL{why})")
+    if getattr(args, "attachments", None) and _may_be_media_refusal(error):
+        why += "; the model may not read images or audio: pick a vision model with -m (see `llmrelay models`)"
     if isinstance(error, StreamIncompleteError) and not isinstance(error, StreamTimeoutError):
         got = len(error.partial_text)
         return _one_line(
@@ -419,6 +421,15 @@ def describe_error(
     if isinstance(error, (ValueError, TypeError, OSError)):
         return _one_line(str(error) or type(error).__name__)
     return _one_line(f"{type(error).__name__}: {error}")
+
+
+def _may_be_media_refusal(error: BaseException) -> bool:
+    """An error that a model which cannot see images often gives: a 400/422/5xx, or an empty broken stream."""
+    from .errors import BadRequestError, ContextLengthError, ServerError, StreamIncompleteError, StreamTimeoutError
+
+    if isinstance(error, StreamIncompleteError):
+        return not error.partial_text and not isinstance(error, StreamTimeoutError)
+    return isinstance(error, (BadRequestError, ServerError)) and not isinstance(error, ContextLengthError)
 
 
 def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None) -> str:
@@ -854,7 +865,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if prompt is not None and not prompt.strip():
         raise UsageError("the prompt is empty (pass PROMPT or pipe it on stdin)")
     if wants_stdin_media and stdin_data is None:
-        raise UsageError("-a - reads stdin, but stdin is a terminal: pipe the file in")
+        raise UsageError("-a - reads stdin, but nothing was piped in: pipe the file in, e.g. -a - < photo.png")
     if args.continue_ and args.cid:
         raise UsageError("-c continues the last conversation and --cid a given one: use one of them")
     media = _media(args.attachments, stdin_data)

@@ -417,3 +417,40 @@ def test_the_interactive_chat_drops_the_oldest_turns_to_fit_the_context(server) 
         ["sys", "two", "A2", "three"],
         ["sys", "three"],
     ]
+
+
+# ------------------------------------------------ 4. an image for a model that cannot see
+
+
+def test_an_image_refused_by_a_remote_model_suggests_a_vision_model(server, tmp_path: Path) -> None:
+    picture = tmp_path / "pic.png"
+    picture.write_bytes(PNG)
+    server.script(
+        json_reply({"error": {"message": "image input is not supported"}}, status=400),
+        sse_reply(end="abrupt"),
+    )
+    for args in (["--no-stream"], []):
+        result = run(["chat", *args, "-m", "text-only", "-i", str(picture), "What is this?"], server)
+        assert result.returncode == 1
+        assert "may not read images" in one_error_line(result)
+
+
+# ---------------------------------------- 9. temp files of dead runs are swept by the next
+
+
+def test_the_next_local_start_removes_files_of_dead_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from llmrelay.providers import local
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead_pid = finished.pid  # reaped: no process has this pid now
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = [tmp_path / f"llmrelay-local-{dead_pid}-abc.json", tmp_path / f"llmrelay-local-{dead_pid}-abc.log"]
+    alive = tmp_path / f"llmrelay-local-{os.getpid()}-def.json"
+    other = tmp_path / "llmrelay-local-notes.txt"
+    for path in (*stale, alive, other):
+        path.write_text("{}")
+    local._sweep_stale_files()
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, other.name])
