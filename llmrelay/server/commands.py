@@ -72,8 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = config.server.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         return _fail(f"--port must be 0-65535, not {port}")
-    if args.workers != 1:
-        return _fail("--workers other than 1 is not supported yet: run one gateway per port")
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1, not {args.workers}")
     from .serve import is_loopback, run
 
     if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
         )
     try:
-        return run(config, host, port, log_format=args.log_format)
+        return run(config, host, port, log_format=args.log_format, workers=args.workers)
     except OSError as error:
         return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
 

@@ -56,6 +56,7 @@ async def serve(
     stderr: TextIO | None = None,
     stop: asyncio.Event | None = None,
     sock: Any = None,
+    announce: bool = True,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
     (up to ``drain_timeout_s``) while no new connection is accepted."""
@@ -74,8 +75,9 @@ async def serve(
         await site.start()
         server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-        stderr.write(startup_line(gateway.config, host, bound) + "\n")
-        stderr.flush()
+        if announce:
+            stderr.write(startup_line(gateway.config, host, bound) + "\n")
+            stderr.flush()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):
@@ -94,13 +96,11 @@ async def serve(
                 asyncio.get_running_loop().remove_signal_handler(number)
 
 
-def run(config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None) -> int:
-    """Serve in this process until SIGTERM / SIGINT; the exit status."""
-
+def _run_loop(config: Config, host: str, port: int, log_format: str, stderr: TextIO | None, sock: Any = None) -> None:
     async def main() -> None:
         state = make_state(config)
         gateway = Gateway(config, state, log_format=log_format)
-        await serve(gateway, host, port, stderr=stderr)
+        await serve(gateway, host, port, stderr=stderr, sock=sock, announce=sock is None)
 
     try:
         import uvloop
@@ -108,4 +108,57 @@ def run(config: Config, host: str, port: int, *, log_format: str = "text", stder
         asyncio.run(main())
     else:
         uvloop.run(main())
-    return 0
+
+
+def run(
+    config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None, workers: int = 1
+) -> int:
+    """Serve until SIGTERM / SIGINT; the exit status. ``workers > 1``: that many processes accept connections on
+    one listening socket (each keeps its own state unless ``redis_url`` is set)."""
+    if workers <= 1:
+        _run_loop(config, host, port, log_format, stderr)
+        return 0
+    return _run_workers(config, host, port, log_format, stderr or sys.stderr, workers)
+
+
+def _run_workers(config: Config, host: str, port: int, log_format: str, stderr: TextIO, workers: int) -> int:
+    import os
+    import socket
+
+    if not config.server.redis_url and any(key.limited for key in config.keys):
+        stderr.write(
+            f"warning: {workers} workers without redis_url: each worker keeps its own rpm / tpm / "
+            "max_concurrent counters (a key gets up to that many times its limits)\n"
+        )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
+    bound = sock.getsockname()[1]
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve on the shared socket until told to stop
+            code = 0
+            try:
+                _run_loop(config, host, port, log_format, stderr, sock)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()  # the workers hold it
+
+    def forward(number: int, frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    stderr.write(startup_line(config, host, bound) + f" [{workers} workers]\n")
+    stderr.flush()
+    status = 0
+    for child in children:
+        _, wait_status = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(wait_status) != 0:
+            status = 1
+    return status

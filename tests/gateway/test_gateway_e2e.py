@@ -169,3 +169,19 @@ def test_insecure_no_auth_allows_all_interfaces(spawn_gateway) -> None:
     gw = spawn_gateway("", "--host", "0.0.0.0", "--insecure-no-auth")
     assert "llmrelay gateway on http://0.0.0.0:" in gw.lines[0] and "routes: none" in gw.lines[0]
     assert gw.terminate() == 0
+
+
+def test_workers_share_one_port_and_stop_together(server: ScriptedServer, spawn_gateway) -> None:
+    gw = spawn_gateway(KEYS.replace('"\n', '"\nrpm = 100\n', 1), "--workers", "2")
+    assert any("each worker keeps its own" in line for line in gw.lines)
+    assert "[2 workers]" in gw.lines[-1]
+    client = openai.OpenAI(base_url=gw.base, api_key=KEY, max_retries=0)
+    for number in range(4):
+        server.script(json_reply(completion(f"answer {number}")))
+    answers = [
+        client.chat.completions.create(model="up/a", messages=[{"role": "user", "content": "Hi"}]).choices[0]
+        for _ in range(4)
+    ]
+    assert sorted(choice.message.content for choice in answers) == [f"answer {n}" for n in range(4)]
+    client.close()
+    assert gw.terminate() == 0
