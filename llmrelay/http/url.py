@@ -13,6 +13,7 @@ Error messages never quote a URL's query or user info: a key may sit there.
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 __all__ = ["check_api_base", "check_url", "join_url"]
@@ -31,6 +32,14 @@ def _shown(url: str) -> str:
 
 
 def check_url(url: object, name: str = "url") -> str:
+    """``url`` if it is an absolute ``http(s)://`` URL with a host and nothing a request would silently alter
+    (see :func:`_check_url`); results for strings are memoised, since every request checks its URL."""
+    if type(url) is str:
+        return _check_url_cached(url, name)
+    return _check_url(url, name)
+
+
+def _check_url(url: object, name: str = "url") -> str:
     """``url`` if it is an absolute ``http(s)://`` URL with a host and nothing a request would silently alter.
 
     ``TypeError`` for a non-string, ``ValueError`` (naming ``name``) for surrounding or inner spaces,
@@ -58,6 +67,9 @@ def check_url(url: object, name: str = "url") -> str:
     return url
 
 
+_check_url_cached = functools.lru_cache(maxsize=512)(_check_url)
+
+
 def check_api_base(url: object) -> str:
     """A checked base URL (see :func:`check_url`), its path's trailing slashes removed, its query kept.
 
@@ -71,6 +83,7 @@ def check_api_base(url: object) -> str:
     return f"{head}{question}{query}"
 
 
+@functools.lru_cache(maxsize=512)
 def join_url(base: str, path: str) -> str:
     """``path`` (``"chat/completions"``, may carry its own query) joined under ``base``, before its query.
 
