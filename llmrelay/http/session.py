@@ -315,6 +315,16 @@ async def _open_aiohttp(
     )
 
 
+# aiohttp >= 3.10 names these; on 3.9 they are plain InvalidURL errors
+_REDIRECT_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(aiohttp, name) for name in ("RedirectClientError",) if hasattr(aiohttp, name)
+)
+_INVALID_URL_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.InvalidURL,
+    *(getattr(aiohttp, name) for name in ("NonHttpUrlClientError",) if hasattr(aiohttp, name)),
+)
+
+
 def _request_error(
     error: Exception,
     url: str,
@@ -337,6 +347,9 @@ def _request_error(
         else:
             reason = f"no answer within timeout={timeout} s"
         return TimeoutError(f"{_host(url)}: {reason}", provider=provider)
+    if isinstance(error, (aiohttp.TooManyRedirects, *_REDIRECT_ERRORS)):
+        where = "too many redirects" if isinstance(error, aiohttp.TooManyRedirects) else "a redirect to an invalid URL"
+        return ResponseError(f"the answer from {_host(url)} was {where}", provider=provider)
     if isinstance(error, aiohttp.ClientResponseError) and not isinstance(error, aiohttp.ClientHttpProxyError):
         # Bytes came back, so the request reached the server: not a connection failure, never sent again.
         # (The error's status is aiohttp's own 400 for a parser error, not the server's.)
@@ -344,7 +357,7 @@ def _request_error(
             redact(f"the answer from {_host(url)} is not valid HTTP: {_parser_reason(error)}", secrets),
             provider=provider,
         )
-    if isinstance(error, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+    if isinstance(error, _INVALID_URL_ERRORS):
         return ValueError(redact(f"invalid URL {url!r}: {type(error).__name__}", secrets))
     if isinstance(error, ValueError):
         # Bad input aiohttp refused before sending (a header with a line break, a bad proxy URL).
