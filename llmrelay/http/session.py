@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import ssl as ssl_module
 import time
@@ -127,6 +128,8 @@ class Response:
 
 # ------------------------------------------------------------------- requests
 
+_checked_url = functools.lru_cache(maxsize=256)(check_url)  # URLs repeat: check each once
+
 _timeouts: OrderedDict[tuple[float | None, float | None], aiohttp.ClientTimeout] = OrderedDict()
 
 
@@ -204,7 +207,7 @@ async def open_response(
     total = check_timeout("total_timeout", total_timeout)
     failure: Exception | None = None
     try:
-        check_url(url)
+        _checked_url(url)
     except ValueError as error:
         failure = ValueError(redact(str(error), secrets))
     else:
