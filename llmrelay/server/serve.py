@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from aiohttp import web
@@ -57,6 +58,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     sock: Any = None,
     announce: bool = True,
+    ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
     (up to ``drain_timeout_s``) while no new connection is accepted."""
@@ -75,14 +77,16 @@ async def serve(
         await site.start()
         server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):  # before the startup line: a SIGTERM after it drains
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, stop.set)
         if announce:
             stderr.write(startup_line(gateway.config, host, bound) + "\n")
             stderr.flush()
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(number, stop.set)
+        if ready is not None:
+            ready()
         await stop.wait()
         gateway.draining = True
         if server is not None:
@@ -96,11 +100,19 @@ async def serve(
                 asyncio.get_running_loop().remove_signal_handler(number)
 
 
-def _run_loop(config: Config, host: str, port: int, log_format: str, stderr: TextIO | None, sock: Any = None) -> None:
+def _run_loop(
+    config: Config,
+    host: str,
+    port: int,
+    log_format: str,
+    stderr: TextIO | None,
+    sock: Any = None,
+    ready: Callable[[], object] | None = None,
+) -> None:
     async def main() -> None:
         state = make_state(config)
         gateway = Gateway(config, state, log_format=log_format)
-        await serve(gateway, host, port, stderr=stderr, sock=sock, announce=sock is None)
+        await serve(gateway, host, port, stderr=stderr, sock=sock, announce=sock is None, ready=ready)
 
     try:
         import uvloop
@@ -134,17 +146,27 @@ def _run_workers(config: Config, host: str, port: int, log_format: str, stderr: 
     sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
     bound = sock.getsockname()[1]
     children: list[int] = []
+    ready_read, ready_write = os.pipe()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve on the shared socket until told to stop
+            os.close(ready_read)
             code = 0
             try:
-                _run_loop(config, host, port, log_format, stderr, sock)
+                _run_loop(config, host, port, log_format, stderr, sock, lambda: os.write(ready_write, b"."))
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
+    os.close(ready_write)
+    started = 0
+    while started < workers:  # every worker has its signal handlers: the startup line may go out
+        data = os.read(ready_read, workers)
+        if not data:
+            break  # a worker died before it was ready
+        started += len(data)
+    os.close(ready_read)
     sock.close()  # the workers hold it
 
     def forward(number: int, frame: Any) -> None:
