@@ -306,6 +306,30 @@ class Bench:
                     self.hold(target)
         return self.table()
 
+    def soak(self, count: int) -> str:
+        """RSS of the gateway before and after ``count`` requests (half streamed) at c=64."""
+        from .load import rss_kb
+
+        self.start_upstream()
+        gateway = self.start_llmrelay()
+        self.targets.append(gateway)
+        assert gateway.pid is not None
+        self.load(gateway, NONSTREAM, False, 64, 2000, 60)  # warm-up: pools, caches, metric series
+        self.load(gateway, STREAM, True, 64, 2000, 60)
+        before = rss_kb(gateway.pid)
+        done = errors = 0
+        started = time.monotonic()
+        for stream in (False, True):
+            result = self.load(gateway, STREAM, stream, 64, count // 2, 600)
+            done += result["done"]
+            errors += result["errors"]
+        after = rss_kb(gateway.pid)
+        return (
+            f"soak: {done} requests ({done // 2} streamed) in {time.monotonic() - started:.0f} s, {errors} errors; "
+            f"gateway RSS {before / 1024:.1f} MB before, {after / 1024:.1f} MB after "
+            f"({(after - before) / before * 100:+.1f} %)"
+        )
+
     def table(self) -> str:
         direct = self.targets[0]
         base = {name: statistics.median(values) for name, values in direct.results.items() if name != "errors"}
@@ -373,10 +397,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--litellm", default=LITELLM, help="the litellm command of its own virtualenv")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--soak", type=int, metavar="N", help="instead: the gateway's RSS before and after N requests")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps = 1
     bench = Bench(args)
+    if args.soak:
+        try:
+            print(bench.soak(args.soak))
+        finally:
+            bench.close()
+        return
     try:
         table = bench.run()
     finally:
