@@ -446,17 +446,16 @@ class Gateway:
                 return self._error(entry, error)
             cache_key = None
             if route is not None and route.cache_ttl_s > 0:
-                if "no-cache" in request.headers.get("cache-control", "").lower():
-                    entry.cache = "bypass"
-                else:
-                    cache_key = self._cache_key(route, body, key)
+                cache_key = self._cache_key(route, body, key)
+                # Cache-Control: no-cache asks for a fresh answer (which then replaces the cached one).
+                if "no-cache" not in request.headers.get("cache-control", "").lower():
                     cached = await self.state.cache_get(cache_key)
                     if cached is not None:
                         entry.cache = "hit"
                         self.metrics.cache_result("hit")
                         return await self._replay(request, entry, call, cached)
-                    entry.cache = "miss"
-                    self.metrics.cache_result("miss")
+                entry.cache = "miss"
+                self.metrics.cache_result("miss")
             if call.stream:
                 return await self._stream(request, entry, call, route, targets, key, cache_key)
             return await self._complete(entry, call, route, targets, key, cache_key)
