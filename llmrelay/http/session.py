@@ -84,7 +84,6 @@ class Response:
 
     __slots__ = (
         "_finish",
-        "_raw",
         "content_type",
         "deadline",
         "headers",
@@ -101,7 +100,6 @@ class Response:
         content_type: str,
         url: str,
         read_chunk: Callable[[], Awaitable[bytes]],
-        raw: Any,
         finish: Callable[[bool], Awaitable[None]],
     ) -> None:
         self.status = status
@@ -109,7 +107,6 @@ class Response:
         self.content_type = content_type
         self.url = url
         self.read_chunk = read_chunk
-        self._raw = raw
         self._finish = finish
         self.total_timeout: float | None = None  # the call's total_timeout, if any ...
         self.deadline: float | None = None  # ... and the time.monotonic() at which it runs out
@@ -314,7 +311,7 @@ async def _open_aiohttp(
             raw.close()
 
     return Response(
-        raw.status, raw.headers, raw.content_type, redact(str(raw.url), secrets), raw.content.readany, raw, finish
+        raw.status, raw.headers, raw.content_type, redact(str(raw.url), secrets), raw.content.readany, finish
     )
 
 
@@ -430,7 +427,7 @@ async def _open_curl(
         await raw.aclose()
 
     content_type = (raw.headers.get("content-type") or "").split(";")[0].strip().lower()
-    return Response(raw.status_code, raw.headers, content_type, redact(str(raw.url), secrets), read_chunk, raw, finish)
+    return Response(raw.status_code, raw.headers, content_type, redact(str(raw.url), secrets), read_chunk, finish)
 
 
 def _host(url: str) -> str:
