@@ -13,6 +13,8 @@ Error messages never quote a URL's query or user info: a key may sit there.
 
 from __future__ import annotations
 
+import functools
+
 __all__ = ["check_api_base", "check_url", "join_url"]
 
 SCHEMES = ("http", "https")
@@ -86,6 +88,7 @@ def check_api_base(url: object) -> str:
     return f"{head}{question}{query}"
 
 
+@functools.lru_cache(maxsize=512)  # a pure function called on every request with the same few arguments
 def join_url(base: str, path: str) -> str:
     """``path`` (``"chat/completions"``, may carry its own query) joined under ``base``, before its query.
 
