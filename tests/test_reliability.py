@@ -483,6 +483,29 @@ def test_a_garbled_answer_is_a_response_error_and_not_sent_again(server: Scripte
     assert len(server.requests) == 1 and sleeps.delays == []
 
 
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 200", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Type: text/pl"])
+def test_a_head_cut_short_is_a_stream_error_and_never_resent_on_a_pooled_connection(
+    server: ScriptedServer, raw: bytes
+) -> None:
+    # The second request goes out on the pooled connection; the server reads it and starts to answer:
+    # that is not the stale keep-alive case, so the transport must not send the POST again.
+    server.script(json_reply(completion("first")), Reply(raw=raw), json_reply(completion("must not be reached")))
+    provider = make_provider(server)
+
+    async def main() -> BaseException:
+        assert text_of(await acollect(provider)) == "first"
+        try:
+            await acollect(provider)
+        except Exception as error:
+            return error
+        raise AssertionError("no error")
+
+    error = run(main())
+    assert type(error) is StreamIncompleteError and error.partial_text == ""
+    assert "RawResponseMessage" not in str(error)
+    assert [request.connection for request in server.requests] == [1, 1]
+
+
 def test_connection_refused_is_still_a_connect_error() -> None:
     import socket
 

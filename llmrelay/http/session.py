@@ -337,6 +337,12 @@ def _request_error(
     """The llmrelay error (or ``ValueError``) for what ``session.request`` raised."""
     if isinstance(error, RelayError):
         return error
+    if _answer_started(error):
+        return StreamIncompleteError(
+            f"the connection to {_host(url)} broke in the middle of the answer's headers",
+            partial_text="",
+            provider=provider,
+        )
     if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)):
         return ConnectError(_describe(error, url, secrets), provider=provider)  # TLS errors too: they are ValueErrors
     if isinstance(error, aiohttp.ConnectionTimeoutError):
@@ -444,6 +450,8 @@ def _is_stale_connection(error: BaseException) -> bool:
     aiohttp reports it as a disconnect, a reset, or — when the close is noticed between writing the
     headers and the body — ``ClientOSError("Can not write request body …")`` caused by a reset.
     """
+    if _answer_started(error):
+        return False  # the server read the request and began to answer it
     link: BaseException | None = error
     for _ in range(4):
         if link is None:
@@ -454,6 +462,12 @@ def _is_stale_connection(error: BaseException) -> bool:
             return True
         link = link.__cause__ or link.__context__
     return isinstance(error, aiohttp.ClientOSError) and str(error).startswith("Can not write request body")
+
+
+def _answer_started(error: BaseException) -> bool:
+    """The server closed the connection after sending part of the answer's head (aiohttp then puts
+    the partial head, not a text, in the error's message)."""
+    return isinstance(error, aiohttp.ServerDisconnectedError) and not isinstance(error.message, (str, type(None)))
 
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
