@@ -267,7 +267,7 @@ async def _open_aiohttp(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> Response:
     ssl_argument = _ssl_argument(ssl)
     started = time.monotonic()
@@ -332,7 +332,7 @@ def _request_error(
     total_timeout: float | None,
     started: float,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> BaseException:
     """The llmrelay error (or ``ValueError``) for what ``session.request`` raised."""
     if isinstance(error, RelayError):
@@ -396,7 +396,7 @@ async def _open_curl(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> Response:
     from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
     from curl_cffi.requests.exceptions import Timeout as CurlTimeout
