@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from helpers import SECRET, acollect, collect_error, make_provider, text_of
 from scripted_server import RecordedRequest, Reply, ScriptedServer, chunk, completion, json_reply, sse
 
@@ -199,7 +200,7 @@ def test_bad_chunked_framing_after_the_headers_is_a_stream_error_not_a_hang(
     assert outcome == "StreamIncompleteError|partial"
 
 
-def test_bad_chunked_framing_in_process_keeps_the_timeout_promise(server: ScriptedServer) -> None:
+def test_bad_chunked_framing_in_process_is_a_stream_error_with_the_partial_text(server: ScriptedServer) -> None:
     server.script(bad_framing_after_headers())
     provider = make_provider(server)
 
@@ -402,7 +403,7 @@ def test_the_aiohttp_hooks_are_in_place(server: ScriptedServer) -> None:
     assert LAZY_TIMER, "aiohttp's ResponseHandler lost a method the lazy idle-read timer overrides"
     assert isinstance(connector, Connector)
     assert problems == [], problems
-    assert issubclass(LazyReadTimeoutHandler, __import__("aiohttp").client_proto.ResponseHandler)
+    assert issubclass(LazyReadTimeoutHandler, ResponseHandler)
 
 
 # ------------------------------------------------------------ 10. no key anywhere in the exception chain
