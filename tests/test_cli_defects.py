@@ -262,6 +262,9 @@ def test_ctrl_c_at_the_prompt_quits(server) -> None:
     terminal = Terminal(["chat", "-m", "m"], clean_env(LLMRELAY_API_BASE=server.base))
     try:
         terminal.read_until(b"> ")
+        # A user's pause: CPython's readline misses a SIGINT that lands between printing the prompt and
+        # waiting for a key (it only checks signals when that wait is interrupted).
+        time.sleep(0.5)
         terminal.write(b"\x03")
         assert terminal.process.wait(timeout=15) == 130
     finally:
