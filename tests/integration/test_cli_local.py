@@ -118,9 +118,9 @@ def read_until(fd: int, marker: bytes, output: bytearray, timeout: float = TIMEO
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="the transport reuses a pooled connection llama.cpp closed after 5 s idle (issue 8 item 4, fixed in "
-    "llmrelay/http on another branch): remove this mark when that fix is merged",
+    strict=False,  # it fails only when the reused connection loses the race with the server's close
+    reason="the transport may reuse a pooled connection llama.cpp closed after 5 s idle (issue 8 item 4, being "
+    "fixed in llmrelay/http): remove this mark when that fix is merged",
 )
 def test_interactive_chat_survives_pauses_longer_than_the_servers_keep_alive() -> None:
     # llama.cpp's server closes an idle keep-alive connection after 5 s: the question after a
