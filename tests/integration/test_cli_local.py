@@ -178,7 +178,7 @@ def test_an_image_for_the_local_model_is_refused_with_a_reason(tmp_path: Path) -
     result = run("chat", "-n", "-i", str(picture), "What is this?", status=2)
     line = result.stderr.strip().splitlines()[-1]
     assert "cannot read images" in line
-    assert "-p openai" in line
+    assert "openai (gpt-4.1-mini)" in line
     assert "stream ended" not in line
 
 
