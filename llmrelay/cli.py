@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-m", "--model", metavar="MODEL", help="only this model")
     logs.add_argument("--json", action="store_true", help="print JSON")
     logs.set_defaults(handler=cmd_logs)
+
+    from .server.commands import add_commands
+
+    add_commands(commands, [debug])
     return parser
 
 

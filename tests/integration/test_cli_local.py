@@ -117,11 +117,6 @@ def read_until(fd: int, marker: bytes, output: bytearray, timeout: float = TIMEO
     del output[: output.index(marker) + len(marker)]
 
 
-@pytest.mark.xfail(
-    strict=False,  # it fails only when the reused connection loses the race with the server's close
-    reason="the transport may reuse a pooled connection llama.cpp closed after 5 s idle (issue 8 item 4, being "
-    "fixed in llmrelay/http): remove this mark when that fix is merged",
-)
 def test_interactive_chat_survives_pauses_longer_than_the_servers_keep_alive() -> None:
     # llama.cpp's server closes an idle keep-alive connection after 5 s: the question after a
     # 6 s pause must not fail on the stale pooled connection ("Can not write request body").

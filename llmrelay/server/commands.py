@@ -1,0 +1,99 @@
+"""The ``serve`` and ``keys`` commands of the ``llmrelay`` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_commands"]
+
+EXIT_ERROR = 1
+
+
+def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Add ``serve`` and ``keys`` to the CLI's subparsers."""
+    serve = commands.add_parser(
+        "serve",
+        parents=parents,
+        help="run the OpenAI-compatible gateway",
+        description="Serve an OpenAI-compatible API in front of every configured provider. Prints one line to "
+        "stderr once it accepts connections; SIGTERM / Ctrl-C drain in-flight requests and exit 0.",
+    )
+    serve.add_argument("--host", help="address to bind (default: [server] host, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: [server] port, else 8080; 0 picks a free one)")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (SPEC 8.2)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text", help="access-log format on stderr")
+    serve.add_argument("--check-config", metavar="FILE", help="check a configuration file and exit (0: valid, 1: not)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow binding a non-loopback address with no gateway key configured",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    keys = commands.add_parser("keys", parents=parents, help="make gateway keys", description="Gateway keys.")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    new = actions.add_parser(
+        "new",
+        help="print a new key and its config entry",
+        description="Print a new random gateway key (keep it secret) and the [[keys]] entry holding only its SHA-256.",
+    )
+    new.add_argument("name", metavar="NAME", help="the key's name (shown in logs and metrics)")
+    new.set_defaults(handler=cmd_keys_new)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"error: {message}\n")
+    return EXIT_ERROR
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    if args.check_config:
+        try:
+            config = load_config(args.check_config)
+            config.default_provider_name()
+        except (ConfigError, ValueError) as error:
+            return _fail(str(error))
+        sys.stderr.write(
+            f"{args.check_config}: OK ({len(config.providers)} providers, {len(config.routes)} routes, "
+            f"{len(config.keys)} keys)\n"
+        )
+        return 0
+    try:
+        config = load_config(args.config)
+        config.default_provider_name()
+    except (ConfigError, ValueError) as error:
+        return _fail(str(error))
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        return _fail(f"--port must be 0-65535, not {port}")
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1, not {args.workers}")
+    from .serve import is_loopback, run
+
+    if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
+        return _fail(
+            f"refusing to serve {host} without a gateway key: add [[keys]] to the config "
+            "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
+        )
+    try:
+        return run(config, host, port, log_format=args.log_format, workers=args.workers)
+    except OSError as error:
+        return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from .keys import config_line, new_key
+
+    name = args.name
+    if not name or '"' in name or "\\" in name or not name.isprintable():
+        return _fail("NAME must be printable, without quotes or backslashes")
+    key = new_key()
+    sys.stdout.write(f"{key}\n\n# add to the gateway's config (holds only the key's SHA-256):\n")
+    sys.stdout.write(config_line(name, key) + "\n")
+    return 0

@@ -1,0 +1,414 @@
+"""The gateway's configuration (SPEC 8.2): a strict TOML file, or nothing (every keyed provider plus ``local``).
+
+Strict means: an unknown section or key, a wrongly typed value, an unknown strategy, a route target naming an
+unknown provider, a missing environment variable: :class:`ConfigError` naming the file, the key and what is
+wrong. Nothing is ignored silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from ..providers.template import OpenaiTemplate
+
+    ProviderClass = type[OpenaiTemplate]
+else:
+    ProviderClass = type
+
+__all__ = [
+    "STRATEGIES",
+    "Config",
+    "ConfigError",
+    "GatewayKey",
+    "Route",
+    "ServerSettings",
+    "Target",
+    "load_config",
+    "split_model",
+]
+
+STRATEGIES = ("fallback", "round-robin", "least-busy")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message names the file, the key and what is wrong."""
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_mb: float = 20.0
+    drain_timeout_s: float = 30.0
+    redis_url: str | None = None
+    default_provider: str | None = None
+    keepalive_s: float = 15.0  # `: keep-alive` comment after this long without upstream output
+    models_ttl_s: float = 60.0  # how long GET /v1/models answers from its cached listing
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: str  # the gateway's name for it ("groq", "mybox", "local")
+    model: str  # "" → the provider's default model
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass
+class Route:
+    name: str
+    targets: list[Target]
+    strategy: str = "fallback"
+    cooldown_after: int = 3
+    cooldown_s: float = 30.0
+    cache_ttl_s: float = 0.0
+    cache_shared: bool = False
+
+
+@dataclass
+class GatewayKey:
+    name: str
+    digest: bytes  # SHA-256 of the key (32 bytes)
+    models: tuple[str, ...] | None = None  # globs over route names and provider/model; None: all
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.rpm is not None or self.tpm is not None or self.max_concurrent is not None
+
+
+@dataclass
+class Config:
+    path: str | None = None
+    server: ServerSettings = field(default_factory=ServerSettings)
+    providers: dict[str, ProviderClass] = field(default_factory=dict)  # the providers the gateway serves
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # timeout / total_timeout per provider
+    routes: dict[str, Route] = field(default_factory=dict)
+    keys: list[GatewayKey] = field(default_factory=list)
+
+    def provider(self, name: str) -> ProviderClass | None:
+        """A served provider, else any catalog provider by name (None when unknown)."""
+        cls = self.providers.get(name)
+        if cls is not None:
+            return cls
+        from ..providers.catalog import get_provider
+
+        try:
+            return get_provider(name)
+        except ValueError:
+            return None
+
+    def default_provider_name(self) -> str:
+        """``[server] default_provider``, else the CLI's rule (LLMRELAY_PROVIDER, custom, first keyed, local)."""
+        if self.server.default_provider:
+            return self.server.default_provider
+        from ..client.router import resolve_provider
+
+        cls = resolve_provider(None)
+        for name, served in self.providers.items():
+            if served is cls:
+                return name
+        return _catalog_name(cls)
+
+
+def split_model(model: str) -> tuple[str, str] | None:
+    """``provider/model`` split at the first ``/``; None for a bare name."""
+    provider, slash, rest = model.partition("/")
+    return (provider, rest) if slash else None
+
+
+def _catalog_name(cls: ProviderClass) -> str:
+    from ..providers.catalog import PROVIDERS
+
+    for name, known in PROVIDERS.items():
+        if known is cls:
+            return name
+    return cls.__name__.lower()
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+class _Reader:
+    """Typed access to one TOML table that records which keys were read, so leftovers are errors."""
+
+    def __init__(self, path: str, prefix: str, table: Mapping[str, Any]) -> None:
+        self.path, self.prefix, self.table = path, prefix, table
+        self.seen: set[str] = set()
+
+    def error(self, key: str, what: str) -> ConfigError:
+        name = f"{self.prefix}.{key}" if self.prefix and key else (self.prefix or key)
+        return ConfigError(f"{self.path}: {name}: {what}")
+
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = None, check: Callable[[Any], str] | None = None
+    ) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds:
+            kinds = (*kinds, int)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok:
+            wanted = " or ".join(_type_name(k) for k in kinds if not (k is int and float in kinds))
+            raise self.error(key, f"must be {wanted}, not {_type_name(type(value))} {value!r:.60}")
+        if float in kinds and isinstance(value, int):
+            value = float(value)
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.error(key, problem)
+        return value
+
+    def finish(self) -> None:
+        unknown = [key for key in self.table if key not in self.seen]
+        if unknown:
+            raise self.error(unknown[0], f"unknown key (known: {', '.join(sorted(self.seen))})")
+
+
+def _type_name(kind: type) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }.get(kind, kind.__name__)
+
+
+def _positive(value: float) -> str:
+    return "" if value > 0 else "must be > 0"
+
+
+def _not_negative(value: float) -> str:
+    return "" if value >= 0 else "must be >= 0"
+
+
+def _port(value: int) -> str:
+    return "" if 0 <= value <= 65535 else "must be a port number (0-65535)"
+
+
+def _env_name(value: str) -> str:
+    return "" if _ENV_NAME.match(value) else "must be an environment variable name"
+
+
+def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a configuration file; ``None`` gives the default configuration."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    label = path or "(no config file)"
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    top = _Reader(label, "", data)
+    config = Config(path=path)
+    server = top.get("server", dict, {})
+    providers = top.get("providers", dict, {})
+    routes = top.get("routes", dict, {})
+    keys = top.get("keys", list, [])
+    top.finish()
+
+    config.server = _server_settings(_Reader(label, "server", server))
+    config.providers = _detected_providers(environ)
+    for name, table in providers.items():
+        if not isinstance(table, dict):
+            raise top.error(f"providers.{name}", "must be a table ([providers.NAME])")
+        cls, options = _provider(_Reader(label, f"providers.{name}", table), name, environ)
+        config.providers[name] = cls
+        if options:
+            config.provider_options[name] = options
+    if config.server.default_provider is not None and config.provider(config.server.default_provider) is None:
+        raise _Reader(label, "server", server).error(
+            "default_provider", f"unknown provider {config.server.default_provider!r}"
+        )
+    for name, table in routes.items():
+        if not isinstance(table, dict):
+            raise top.error(f"routes.{name}", "must be a table ([routes.NAME])")
+        config.routes[name] = _route(_Reader(label, f"routes.{name}", table), name, config, environ)
+    names: set[str] = set()
+    for number, table in enumerate(keys):
+        if not isinstance(table, dict):
+            raise top.error(f"keys[{number}]", "must be a table ([[keys]])")
+        key = _gateway_key(_Reader(label, f"keys[{number}]", table), environ)
+        if key.name in names:
+            raise top.error(f"keys[{number}].name", f"duplicate key name {key.name!r}")
+        names.add(key.name)
+        config.keys.append(key)
+    return config
+
+
+def _server_settings(reader: _Reader) -> ServerSettings:
+    settings = ServerSettings(
+        host=reader.get("host", str, "127.0.0.1"),
+        port=reader.get("port", int, 8080, _port),
+        max_body_mb=reader.get("max_body_mb", float, 20.0, _positive),
+        drain_timeout_s=reader.get("drain_timeout_s", float, 30.0, _not_negative),
+        redis_url=reader.get("redis_url", str),
+        default_provider=reader.get("default_provider", str),
+        keepalive_s=reader.get("keepalive_s", float, 15.0, _positive),
+        models_ttl_s=reader.get("models_ttl_s", float, 60.0, _not_negative),
+    )
+    reader.finish()
+    return settings
+
+
+def _detected_providers(environ: Mapping[str, str]) -> dict[str, ProviderClass]:
+    """Catalog providers whose key (or base-URL variable) is set, then ``local``."""
+    from ..providers.catalog import PROVIDERS, get_provider
+
+    found: dict[str, ProviderClass] = {}
+    for name, cls in PROVIDERS.items():
+        base_env = getattr(cls, "api_base_env", None)
+        if (cls.needs_auth and environ.get(cls.get_api_key_env())) or (
+            not cls.needs_auth and base_env and environ.get(base_env)
+        ):
+            found[name] = cls
+    found["local"] = get_provider("local")
+    return found
+
+
+def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[ProviderClass, dict[str, Any]]:
+    from ..providers.catalog import SelfHosted, get_provider
+
+    if split_model(name) is not None or not name:
+        raise reader.error("", "a provider name cannot contain '/'")
+    api_base = reader.get("api_base", str)
+    key_env = reader.get("api_key_env", str, None, _env_name)
+    default_model = reader.get("default_model", str)
+    options = {}
+    timeout = reader.get("timeout", float, None, _positive)
+    total = reader.get("total_timeout", float, None, _positive)
+    if timeout is not None:
+        options["timeout"] = timeout
+    if total is not None:
+        options["total_timeout"] = total
+    reader.finish()
+    try:
+        base: ProviderClass = get_provider(name)
+        known = True
+    except ValueError:
+        base, known = SelfHosted, False
+    if not known and not api_base:
+        raise reader.error("api_base", f"missing: {name!r} is not a catalog provider, so it needs its URL")
+    if api_base is not None and not api_base.startswith(("http://", "https://")):
+        raise reader.error("api_base", f"must be an http:// or https:// URL, not {api_base!r}")
+    if key_env is not None and not environ.get(key_env):
+        raise reader.error("api_key_env", f"the environment variable {key_env} is not set")
+    attributes: dict[str, Any] = {"label": name if not known else base.get_name()}
+    if api_base is not None:
+        attributes["api_base"] = api_base.rstrip("/")
+        attributes["api_base_env"] = None
+    if key_env is not None:
+        attributes["api_key_env"] = key_env
+    elif not known:
+        attributes["api_key_env"] = f"LLMRELAY_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_API_KEY"
+    if default_model is not None:
+        attributes["default_model"] = default_model
+    if known and len(attributes) == 1:
+        return base, options
+    return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
+
+
+def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str]) -> Route:
+    targets_raw = reader.get("targets", list)
+    if not targets_raw:
+        raise reader.error("targets", 'missing or empty: list at least one "provider/model"')
+    targets: list[Target] = []
+    for item in targets_raw:
+        if not isinstance(item, str) or not item:
+            raise reader.error("targets", f'each target must be a "provider/model" string, not {item!r}')
+        provider, _, model = item.partition("/")
+        cls = config.provider(provider)
+        if cls is None:
+            from ..providers.catalog import provider_names
+
+            known = sorted({*config.providers, *provider_names()})
+            raise reader.error(
+                "targets", f"{item!r} names an unknown provider {provider!r} (known: {', '.join(known)})"
+            )
+        if cls.needs_auth and not cls.get_api_key() and not environ.get(cls.get_api_key_env()):
+            raise reader.error("targets", f"{item!r}: the environment variable {cls.get_api_key_env()} is not set")
+        target = Target(provider, model)
+        if target in targets:
+            raise reader.error("targets", f"{item!r} is listed twice")
+        targets.append(target)
+    route = Route(
+        name=name,
+        targets=targets,
+        strategy=reader.get("strategy", str, "fallback"),
+        cooldown_after=reader.get("cooldown_after", int, 3, _positive),
+        cooldown_s=reader.get("cooldown_s", float, 30.0, _not_negative),
+        cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
+        cache_shared=reader.get("cache_shared", bool, False),
+    )
+    if route.strategy not in STRATEGIES:
+        raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")
+    reader.finish()
+    return route
+
+
+def _gateway_key(reader: _Reader, environ: Mapping[str, str]) -> GatewayKey:
+    if "key" in reader.table or "secret" in reader.table or "api_key" in reader.table:
+        found = next(name for name in ("key", "secret", "api_key") if name in reader.table)
+        raise reader.error(
+            found,
+            "a plain key is refused: put its SHA-256 in sha256 (`llmrelay keys new NAME` prints the line) "
+            "or name an environment variable in key_env",
+        )
+    name = reader.get("name", str)
+    if not name:
+        raise reader.error("name", "missing: every key needs a name (it is what logs and metrics show)")
+    digest_hex = reader.get("sha256", str)
+    key_env = reader.get("key_env", str, None, _env_name)
+    if (digest_hex is None) == (key_env is None):
+        raise reader.error("sha256", "give exactly one of sha256 and key_env")
+    if digest_hex is not None:
+        digest_hex = digest_hex.strip().lower()
+        if not _SHA256.match(digest_hex):
+            raise reader.error("sha256", "must be 64 hex digits (the SHA-256 of the key)")
+        digest = bytes.fromhex(digest_hex)
+    else:
+        assert key_env is not None
+        secret = environ.get(key_env)
+        if not secret:
+            raise reader.error("key_env", f"the environment variable {key_env} is not set")
+        digest = hashlib.sha256(secret.encode()).digest()
+    models = reader.get("models", list)
+    if models is not None and not all(isinstance(glob, str) and glob for glob in models):
+        raise reader.error("models", "must be a list of non-empty strings (globs over route names and provider/model)")
+    key = GatewayKey(
+        name=name,
+        digest=digest,
+        models=tuple(models) if models is not None else None,
+        rpm=reader.get("rpm", int, None, _positive),
+        tpm=reader.get("tpm", int, None, _positive),
+        max_concurrent=reader.get("max_concurrent", int, None, _positive),
+    )
+    reader.finish()
+    return key

@@ -1,0 +1,66 @@
+"""Gateway keys: making them, and checking the one a caller presents (constant time, SHA-256 only in memory)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import secrets
+from functools import lru_cache
+
+from .config import GatewayKey
+
+__all__ = ["KEY_PREFIX", "KeyRing", "allowed", "config_line", "new_key"]
+
+KEY_PREFIX = "sk-llmrelay-"
+
+
+def new_key() -> str:
+    """A new random key: ``sk-llmrelay-`` and 32 random bytes, URL-safe base64."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def config_line(name: str, key: str) -> str:
+    """The ``[[keys]]`` entry that holds only the key's SHA-256."""
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f'[[keys]]\nname = "{name}"\nsha256 = "{digest}"'
+
+
+class KeyRing:
+    """The configured keys; :meth:`find` maps the secret a caller sent to its key (or None)."""
+
+    def __init__(self, keys: list[GatewayKey]) -> None:
+        self.keys = list(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def find(self, presented: str) -> GatewayKey | None:
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        found = None
+        for key in self.keys:  # every key compared, in constant time: the timing says nothing about which matched
+            if hmac.compare_digest(digest, key.digest):
+                found = key
+        return found
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+@lru_cache(maxsize=4096)
+def _match(globs: tuple[str, ...], name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, glob) for glob in globs)
+
+
+def allowed(key: GatewayKey | None, names: tuple[str, ...]) -> bool:
+    """Whether ``key`` may use a model known by any of ``names`` (route name, ``provider/model``)."""
+    if key is None or key.models is None:
+        return True
+    return any(_match(key.models, name) for name in names)

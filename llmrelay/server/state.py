@@ -1,0 +1,184 @@
+"""State the gateway keeps across requests: key limits, target cooldowns, the response cache.
+
+:class:`State` is the interface; :class:`MemoryState` keeps everything in this process. A Redis-backed
+implementation (shared by replicas, SPEC 8.8) implements the same interface with the same algorithm:
+
+* limits are exact sliding windows of 60 s: ``rpm`` counts requests admitted in the last 60 s, ``tpm``
+  sums tokens added in the last 60 s; ``retry_after`` is the time until the oldest entry leaves the
+  window, rounded up to whole seconds, at least 1;
+* ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["WINDOW_S", "LimitExceeded", "MemoryState", "State"]
+
+WINDOW_S = 60.0
+
+
+class LimitExceeded(Exception):  # noqa: N818 (the name state_api.md fixes)
+    """A gateway key is over a limit."""
+
+    def __init__(self, limit: str, retry_after: float) -> None:
+        super().__init__(f"over {limit}; retry after {retry_after:g} s")
+        self.limit = limit  # "rpm" | "tpm" | "max_concurrent"
+        self.retry_after = retry_after  # seconds, > 0, finite
+
+
+class State(Protocol):
+    async def admit(self, key: str, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> str | None:
+        """Count one request for gateway key ``key`` (rpm), check tokens of the last 60 s against tpm, and take a
+        concurrency slot when max_concurrent is set. Returns the slot id to release (None when no slot was taken).
+        Raises LimitExceeded — then nothing was counted or taken."""
+
+    async def release(self, key: str, slot: str) -> None:
+        """Give back a slot (finish, error, caller disconnect)."""
+
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        """tpm accounting, from the answer's usage."""
+
+    async def cooling(self, target: str) -> float:
+        """Seconds left of the target's cooldown; 0.0 if none."""
+
+    async def failed(self, target: str, cooldown_after: int, cooldown_s: float, retry_after: float | None) -> bool:
+        """One more failure in a row; starts a cooldown (returns True) after ``cooldown_after`` in a row, or at
+        once for ``retry_after`` seconds when the upstream sent one."""
+
+    async def succeeded(self, target: str) -> None:
+        """Resets the failure streak."""
+
+    async def cache_get(self, key: str) -> bytes | None: ...
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _wait(seconds: float) -> float:
+    return float(max(1, math.ceil(seconds)))
+
+
+class _KeyUsage:
+    __slots__ = ("requests", "slots", "tokens")
+
+    def __init__(self) -> None:
+        self.requests: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.slots: set[str] = set()
+
+
+class MemoryState:
+    """Everything in this process (one worker). ``clock`` is monotonic seconds (tests may pass their own)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, max_cache_entries: int = 10_000) -> None:
+        self._clock = clock
+        self._keys: dict[str, _KeyUsage] = {}
+        self._streaks: dict[str, int] = {}
+        self._cool_until: dict[str, float] = {}
+        self._cache: dict[str, tuple[float, bytes]] = {}
+        self._max_cache = max_cache_entries
+        self._slot_ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- key limits
+
+    def _usage(self, key: str, now: float) -> _KeyUsage:
+        usage = self._keys.get(key)
+        if usage is None:
+            usage = self._keys[key] = _KeyUsage()
+        start = now - WINDOW_S
+        requests, tokens = usage.requests, usage.tokens
+        while requests and requests[0] <= start:
+            requests.popleft()
+        while tokens and tokens[0][0] <= start:
+            tokens.popleft()
+        return usage
+
+    async def admit(self, key: str, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> str | None:
+        if rpm is None and tpm is None and max_concurrent is None:
+            return None
+        now = self._clock()
+        usage = self._usage(key, now)
+        if rpm is not None and len(usage.requests) >= rpm:
+            # The request that lets one more in is the (len - rpm + 1)-th oldest.
+            oldest = usage.requests[len(usage.requests) - rpm] if rpm > 0 else now
+            raise LimitExceeded("rpm", _wait(oldest + WINDOW_S - now))
+        if tpm is not None and usage.tokens and sum(count for _, count in usage.tokens) >= tpm:
+            raise LimitExceeded("tpm", _wait(usage.tokens[0][0] + WINDOW_S - now))
+        if max_concurrent is not None and len(usage.slots) >= max_concurrent:
+            raise LimitExceeded("max_concurrent", 1.0)
+        if rpm is not None:
+            usage.requests.append(now)
+        if max_concurrent is None:
+            return None
+        slot = str(next(self._slot_ids))
+        usage.slots.add(slot)
+        return slot
+
+    async def release(self, key: str, slot: str) -> None:
+        usage = self._keys.get(key)
+        if usage is not None:
+            usage.slots.discard(slot)
+
+    async def add_tokens(self, key: str, tokens: int) -> None:
+        if tokens > 0:
+            self._usage(key, self._clock()).tokens.append((self._clock(), tokens))
+
+    # ----------------------------------------------------------------- cooldowns
+
+    async def cooling(self, target: str) -> float:
+        until = self._cool_until.get(target)
+        if until is None:
+            return 0.0
+        left = until - self._clock()
+        if left <= 0:
+            del self._cool_until[target]
+            return 0.0
+        return left
+
+    async def failed(self, target: str, cooldown_after: int, cooldown_s: float, retry_after: float | None) -> bool:
+        streak = self._streaks.get(target, 0) + 1
+        self._streaks[target] = streak
+        if retry_after is not None and retry_after > 0:
+            self._cool_until[target] = self._clock() + retry_after
+            self._streaks[target] = 0
+            return True
+        if streak >= cooldown_after:
+            self._cool_until[target] = self._clock() + cooldown_s
+            self._streaks[target] = 0
+            return True
+        return False
+
+    async def succeeded(self, target: str) -> None:
+        self._streaks.pop(target, None)
+
+    # --------------------------------------------------------------------- cache
+
+    async def cache_get(self, key: str) -> bytes | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._cache[key]
+            return None
+        return entry[1]
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        if len(self._cache) >= self._max_cache:
+            now = self._clock()
+            for stale in [name for name, (until, _) in self._cache.items() if until <= now]:
+                del self._cache[stale]
+            while len(self._cache) >= self._max_cache:  # still full: drop the oldest insertions
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = (self._clock() + ttl_s, value)
+
+    async def close(self) -> None:
+        self._cache.clear()
