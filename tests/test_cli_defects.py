@@ -457,3 +457,11 @@ def test_the_next_local_start_removes_files_of_dead_runs(tmp_path: Path, monkeyp
         path.write_text("{}")
     local._sweep_stale_files()
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_every_subcommand_wins_over_a_prompt_of_the_same_name() -> None:
+    # `llmrelay WORD` is a chat prompt unless WORD is a command: serve and keys included.
+    for command in ("models", "providers", "logs", "serve", "keys"):
+        result = run([command, "--help"])
+        assert result.returncode == 0, result.stderr
+        assert f"usage: llmrelay {command}".encode() in result.stdout
