@@ -939,10 +939,15 @@ def _start_conversation(chat: _Chat, args: argparse.Namespace) -> list[dict[str,
     if not args.no_log and logging_enabled(log.path):
         chat.log = log
     if args.continue_ or args.cid:
-        conversation_id = args.cid or log.last_conversation_id()
+        import sqlite3
+
+        try:
+            conversation_id = args.cid or log.last_conversation_id()
+            entries = log.conversation(conversation_id) if conversation_id else []
+        except sqlite3.Error as error:
+            raise UsageError(f"cannot read the log {log.path}: {error}") from None
         if not conversation_id:
             raise UsageError(f"-c: there is no logged conversation to continue (the log {log.path} is empty)")
-        entries = log.conversation(conversation_id)
         if not entries:
             raise UsageError(f"--cid {conversation_id}: no such conversation in the log {log.path}")
         chat.conversation_id = conversation_id
