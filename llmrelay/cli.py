@@ -778,6 +778,7 @@ class _Chat:
         if self.log is None:
             return
         from .errors import RelayError
+        from .logs import utc_now
 
         answer = turn.answer
         error = turn.error
@@ -790,7 +791,7 @@ class _Chat:
         usage = answer.usage
         entry: LogEntry = {
             "conversation_id": self.conversation_id,
-            "datetime_utc": _utc_now(),
+            "datetime_utc": utc_now(),
             "provider": answer.info.name if answer.info else self.cls.get_name(),
             "model": answer.info.model if answer.info else (self.model or None),
             "prompt": prompt,
@@ -821,12 +822,6 @@ class _Chat:
                 )
                 sys.stderr.flush()
             self.log = None
-
-
-def _utc_now() -> str:
-    from .logs import utc_now
-
-    return utc_now()
 
 
 _LOGGED_OPTIONS = ("temperature", "max_tokens", "seed", "stream")
