@@ -422,7 +422,7 @@ def test_help_works_as_a_module() -> None:
         [sys.executable, "-m", "llmrelay", "--help"], capture_output=True, env=clean_env(), timeout=30
     )
     assert result.returncode == 0
-    for command in (b"chat", b"models", b"image", b"providers", b"serve", b"keys", b"logs"):
+    for command in (b"chat", b"models", b"image", b"providers", b"logs", b"serve", b"keys"):
         assert command in result.stdout
 
 
