@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TextIO
 
+from .._text import content_text
 from ..errors import (
     ContextLengthError,
     MissingRequirementsError,
@@ -582,7 +583,7 @@ def start_server(
         raise RelayError(f"model file not found: {path}")
     if spinner is None:
         spinner = _stderr_is_tty()
-    name = DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
+    name = display_name(path)
     spin = Spinner(f"Starting local model {name}", sys.stderr if spinner else None)
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -675,10 +676,9 @@ OVERFLOW_LOG_POLLS = 20  # × POLL_INTERVAL: how long an empty stream waits for 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \(\d+\) exceed context window of \d+")
 
 
-def model_display_name() -> str:
+def display_name(path: Path) -> str:
     """``SmolLM2-135M`` for the bundled model, else the GGUF file's stem."""
-    override = os.environ.get(MODEL_ENV, "").strip()
-    return Path(override).stem if override else DEFAULT_DISPLAY_NAME
+    return DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
 
 
 def _has_media(messages: Any) -> bool:
@@ -721,13 +721,13 @@ TOOLS_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def _text_of_parts(content: list[Any]) -> str | None:
-    """The text of a content-parts list that holds only text parts, else None."""
-    texts = []
-    for part in content:
-        if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-            return None
-        texts.append(part["text"])
-    return "".join(texts)
+    """The text of a content-parts list that holds only text parts, else None (llama_cpp.server wants a string)."""
+    if all(
+        isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return content_text(content)
+    return None
 
 
 def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -800,6 +800,7 @@ class Local(OpenaiTemplate):
 
     label = "Local"
     api_base = ""
+    can_generate_images = False
     default_max_tokens = 512  # llama_cpp.server answers 16 tokens without a limit
     needs_auth = False
     default_model = DEFAULT_ALIAS
@@ -838,9 +839,11 @@ class Local(OpenaiTemplate):
                 provider=cls.get_name(),
             )
         if _has_media(body.get("messages")):
+            server = running_server()
             raise UnsupportedParameterError(
-                f"the local model ({model_display_name()}) cannot read images or audio; use a provider with a "
-                "vision model, e.g. -p openai (gpt-4.1-mini) or -p gemini (gemini-2.5-flash)",
+                f"the local model ({display_name(server.model_path) if server else DEFAULT_DISPLAY_NAME}) cannot "
+                "read images or audio; use a provider with a "
+                "vision model, e.g. the providers openai (gpt-4.1-mini) or gemini (gemini-2.5-flash)",
                 provider=cls.get_name(),
             )
         if body.get("seed") is None:
