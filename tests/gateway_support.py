@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from llmrelay.server.app import Gateway
@@ -102,3 +105,12 @@ class Lines:
 
     def flush(self) -> None:
         pass
+
+
+def llmrelay_command() -> str:
+    found = Path(sys.executable).parent / "llmrelay"
+    if found.exists():
+        return str(found)
+    which = shutil.which("llmrelay")
+    assert which, "the llmrelay command is not installed (pip install -e .)"
+    return which

@@ -10,16 +10,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from gateway_support import STARTUP, Lines, Running
+from gateway_support import STARTUP, Lines, Running, llmrelay_command
 from scripted_server import ScriptedServer
 
 from llmrelay.server.app import Gateway
@@ -65,15 +63,6 @@ def make_gateway(
     yield make
     for instance in running:
         instance.stop()
-
-
-def llmrelay_command() -> str:
-    found = Path(sys.executable).parent / "llmrelay"
-    if found.exists():
-        return str(found)
-    which = shutil.which("llmrelay")
-    assert which, "the llmrelay command is not installed (pip install -e .)"
-    return which
 
 
 class Spawned:

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import llmrelay_command
+from gateway_support import llmrelay_command
 
 from llmrelay.server.config import ConfigError, load_config
 from llmrelay.server.keys import KeyRing, allowed
