@@ -50,7 +50,7 @@ def parse_model(model: str) -> tuple[str, int, float]:
     if kind == "drip":
         count, _, interval = rest.partition("-")
         return kind, int(count), int(interval) / 1000
-    if kind in ("stream", "late"):
+    if kind in ("stream", "late", "burst"):
         return kind, int(rest), 0.0
     raise ValueError(f"unknown bench scenario {model!r}")
 

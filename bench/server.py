@@ -30,6 +30,9 @@ STREAM_HEAD = (
 CHUNK_END = b"0\r\n\r\n"
 
 
+BURST_EVENTS = 64  # events per socket write in the "burst" scenario
+
+
 def _frame(event: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(event), event)
 
@@ -139,6 +142,9 @@ class FakeServer:
                     send(write)
                 for write in writes[-3:]:
                     send(write)
+            elif kind == "burst":  # many SSE events per socket write: a fast server, or a burst after a stall
+                for start in range(0, len(writes), BURST_EVENTS):
+                    send(b"".join(writes[start : start + BURST_EVENTS]))
             else:
                 for write in writes:
                     send(write)

@@ -14,16 +14,17 @@ def shorten(text: str | bytes, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def content_text(content: Any) -> str:
+def content_text(content: Any, separator: str = "") -> str:
     """The text of a message ``content``: a string as is; a list of parts joined from its text parts (a part with
-    a ``text`` string and no ``type`` counts as text); ``None`` is ``""``. Anything else raises ``TypeError``."""
+    a ``text`` string and no ``type`` counts as text) with ``separator`` (``""`` for pieces of one answer, ``" "``
+    for the separate parts of a prompt); ``None`` is ``""``. Anything else raises ``TypeError``."""
     if content is None:
         return ""
     if type(content) is str:
         return content
     if type(content) is not list:
         raise TypeError(f"content is {type(content).__name__}, not text")
-    return "".join(
+    return separator.join(
         part["text"]
         for part in content
         if type(part) is dict and part.get("type", "text") == "text" and isinstance(part.get("text"), str)

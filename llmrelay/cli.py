@@ -254,10 +254,7 @@ def resolve_provider(args: argparse.Namespace) -> type[OpenaiTemplate]:
 
 
 def _check_key(cls: type[OpenaiTemplate], api_key: str | None) -> None:
-    from .errors import MissingAuthError
-
-    if cls.needs_auth and not cls.get_api_key(api_key):
-        raise MissingAuthError(f"{cls.get_name()} needs an API key", provider=cls.get_name())
+    cls.check_auth(cls.get_api_key(api_key))
 
 
 def _connection(args: argparse.Namespace) -> dict[str, Any]:
@@ -570,31 +567,11 @@ def cmd_image(args: argparse.Namespace) -> int:
 async def _generate_image(
     cls: type[OpenaiTemplate], model: str, prompt: str, size: str | None, options: dict[str, Any]
 ) -> bytes:
-    import base64
-    import binascii
-
-    from .errors import ResponseError
-    from .http.session import DEFAULT_TIMEOUT, open_response
+    from .providers.images import image_bytes
 
     extra: dict[str, Any] = {"size": size} if size else {}
     data = await cls.generate_images_async(prompt, model, **extra, **options)
-    image = data["data"][0]
-    if image.get("b64_json"):
-        try:
-            return base64.b64decode(image["b64_json"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ResponseError("the image in the answer is not valid base64", provider=cls.get_name()) from None
-    url = str(image.get("url") or "")
-    if not url.startswith(("http://", "https://")):
-        raise ResponseError(f"unexpected image reference {url[:80]!r}", provider=cls.get_name())
-    # Downloaded without the API key: the image may live on another host.
-    response = await open_response(
-        "GET", url, headers={"Accept": "*/*"}, timeout=options.get("timeout") or DEFAULT_TIMEOUT
-    )
-    try:
-        return await response.read()
-    finally:
-        await response.release()
+    return await image_bytes(data, cls.get_name(), options.get("timeout"))
 
 
 # ------------------------------------------------------------------------- providers

@@ -92,7 +92,7 @@ class RelayError(Exception):
 
     def __str__(self) -> str:
         parts = []
-        if self.provider:
+        if self.provider and not self.message.startswith(self.provider):
             parts.append(f"{self.provider}:")
         if self.status is not None:
             parts.append(f"HTTP {self.status}:")
@@ -279,7 +279,7 @@ def error_code(error: BaseException) -> str:
     if isinstance(error, AllProvidersFailedError):
         error = error.most_informative()
     code = getattr(error, "code", None)
-    if isinstance(error, _KEEP_CODE) and not isinstance(error, InvalidRequestError) and isinstance(code, str) and code:
+    if isinstance(error, _KEEP_CODE) and isinstance(code, str) and code:
         return code
     return _row(error)[1]
 

@@ -79,7 +79,7 @@ def resolve_providers(provider: ProviderSpec, api_base: str | None = None) -> tu
         if not provider:
             raise ValueError("the provider list is empty")
         return [resolve_provider(item) for item in provider], True
-    return [resolve_provider(provider, api_base)], False
+    return [resolve_provider(provider, api_base)], False  # type: ignore[arg-type]
 
 
 def provider_name(provider: Any) -> str:
@@ -155,6 +155,7 @@ async def first_success(
     max_retries: int = 0,
     sleep: Callable[[float], Any] = asyncio.sleep,
     retryable: Callable[[BaseException], bool] = is_retryable,
+    fall_back: Callable[[BaseException], bool] | None = None,
     name: Callable[[T], str] = provider_name,
     before_attempt: Hook | None = None,
     after_error: Hook | None = None,
@@ -163,8 +164,9 @@ async def first_success(
 ) -> R:
     """``await attempt(target)`` for each target in turn until one succeeds.
 
-    A target is retried up to ``max_retries`` times (waiting per :func:`~llmrelay.client.retry.retry_delay`); an
-    error that ``retryable`` accepts then moves on to the next target; any other error is raised at once.
+    A target is retried up to ``max_retries`` times for an error that ``retryable`` accepts (waiting per
+    :func:`~llmrelay.client.retry.retry_delay`); then the request moves on to the next target — for any error, or
+    with ``fall_back`` only for the errors it accepts (any other is raised at once).
     ``before_attempt(target)`` may raise :class:`Skip` to leave a target out; ``after_error(target, error)`` sees
     every failure and ``on_success(target)`` the success. When every target failed, or was skipped, raises
     :class:`~llmrelay.errors.AllProvidersFailedError` listing each — except with ``single=True`` (one target, no
@@ -187,7 +189,7 @@ async def first_success(
                     await after_error(target, error)
                 delay = retry_delay(error, number, max_retries) if retryable(error) else None
                 if delay is None:
-                    if single or not retryable(error):
+                    if single or (fall_back is not None and not fall_back(error)):
                         raise
                     log.info("%s failed (%s); trying the next one", name(target), error)
                     errors.append((name(target), error))

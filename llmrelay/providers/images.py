@@ -94,7 +94,24 @@ def last_user_text(messages: Messages) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
             try:
-                return content_text(message.get("content"))
+                return content_text(message.get("content"), " ")
             except TypeError:
                 return ""
     return ""
+
+
+async def image_bytes(data: dict[str, Any], name: str, timeout: float | None = None, proxy: str | None = None) -> bytes:
+    """The bytes of the first image of an images answer: ``b64_json`` decoded, a ``url`` downloaded (without the
+    API key: the picture may live on another host)."""
+    from ..http.session import DEFAULT_TIMEOUT, open_response
+    from .reading import read_body
+
+    item = data["data"][0]
+    if item.get("b64_json"):
+        return decode_image(item, name)
+    url = str(item.get("url") or "")
+    if not url.startswith(("http://", "https://")):
+        raise ResponseError(f"unexpected image reference {shorten(url, 80)!r}", provider=name)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    response = await open_response("GET", url, headers={"Accept": "*/*"}, timeout=timeout, proxy=proxy, provider=name)
+    return await read_body(response, name, timeout)

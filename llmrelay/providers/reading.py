@@ -311,7 +311,7 @@ class ToolCallAccumulator:
     def add(self, deltas: list[dict[str, Any]]) -> None:
         for position, delta in enumerate(deltas):
             if not isinstance(delta, dict):
-                continue
+                raise TypeError("a tool call is not an object")
             call_id = delta.get("id")
             index = delta.get("index")
             if index is not None:

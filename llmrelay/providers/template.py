@@ -130,7 +130,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         return result
 
     @classmethod
-    def _check_auth(cls, api_key: str | None) -> None:
+    def check_auth(cls, api_key: str | None) -> None:
+        """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
@@ -176,7 +177,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         await cls.prepare()
         base = cls.get_api_base(api_base)
         api_key = cls.get_api_key(api_key)
-        cls._check_auth(api_key)
+        cls.check_auth(api_key)
         cached = cached_listing(base, api_key)
         if cached is not None:
             return cls._listed(cached.models)
@@ -289,7 +290,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
             base = endpoint.rstrip("/").removesuffix("/chat/completions")
         api_key = cls.get_api_key(api_key)
-        cls._check_auth(api_key)
+        cls.check_auth(api_key)
         model = cls.get_model(model, has_media=bool(media), api_key=api_key, api_base=base)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         request = cls._request_options(api_key, proxy, timeout, total_timeout, impersonate)
@@ -391,7 +392,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         await cls.prepare()
         base = cls.get_api_base(api_base)
         api_key = cls.get_api_key(api_key)
-        cls._check_auth(api_key)
+        cls.check_auth(api_key)
         model = model or cls.default_image_model or next(iter(cls.image_models), "")
         if not model:
             raise ValueError(f"{cls.get_name()}: no image model given and none known for this provider: pass model=")

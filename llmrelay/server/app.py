@@ -377,6 +377,7 @@ class Gateway:
             self._order(route),
             attempt,
             name=lambda target: target.label,
+            fall_back=core.is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
             before_attempt=before_attempt,
             after_error=after_error,
             on_success=on_success,

@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -19,14 +17,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from gateway_support import STARTUP, Lines, Running
 from scripted_server import ScriptedServer
 
 from llmrelay.server.app import Gateway
 from llmrelay.server.config import load_config
-from llmrelay.server.serve import serve
 
 BASE_CONFIG = """
 [server]
@@ -40,101 +37,11 @@ default_model = "test-model"
 api_base = "{upstream}/second"
 default_model = "test-model"
 """
-STARTUP = re.compile(r"llmrelay gateway on http://([^ ]+):(\d+) \(providers: .*; routes: .*\)")
 
 
 def render(server: ScriptedServer, toml: str, keepalive: float = 15.0) -> str:
     text = BASE_CONFIG + toml
     return text.replace("{upstream}", server.base).replace("{keepalive}", repr(keepalive))
-
-
-class Running:
-    """A gateway served on a loop in a background thread."""
-
-    def __init__(self, gateway: Gateway, log: list[str]) -> None:
-        self.gateway = gateway
-        self.log_lines = log
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._stop: asyncio.Event | None = None
-        self._done = threading.Event()
-        self._ready = threading.Event()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True, name="gateway")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base(self) -> str:
-        return self.url + "/v1"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self._main())
-        except BaseException as error:  # surfaced by start()/stop()
-            self.error = error
-        finally:
-            self._ready.set()
-            self.loop.close()
-            self._done.set()
-
-    async def _main(self) -> None:
-        from llmrelay.http.session import close_sessions
-
-        self._stop = asyncio.Event()
-        stream = _Lines(self.log_lines, self._started)
-        try:
-            await serve(self.gateway, "127.0.0.1", 0, stderr=stream, stop=self._stop)  # type: ignore[arg-type]
-        finally:
-            await close_sessions()
-
-    def _started(self, line: str) -> None:
-        match = STARTUP.search(line)
-        if match and not self.port:
-            self.port = int(match.group(2))
-            self._ready.set()
-
-    def start(self) -> Running:
-        self.thread.start()
-        self._ready.wait(10)
-        if self.error is not None:
-            raise self.error
-        assert self.port, "the gateway did not start"
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None and not self._done.is_set():
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(15)
-        assert not self.thread.is_alive(), "the gateway did not stop"
-
-    def run(self, coroutine: Any, timeout: float = 10) -> Any:
-        """Run a coroutine on the gateway's loop (e.g. to look at its state)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    @property
-    def access_lines(self) -> list[str]:
-        return [line for line in self.log_lines if not line.startswith("llmrelay gateway on")]
-
-
-class _Lines:
-    """A text stream collecting lines (the access log) into a list."""
-
-    def __init__(self, lines: list[str], on_line: Callable[[str], None]) -> None:
-        self.lines = lines
-        self.on_line = on_line
-
-    def write(self, text: str) -> int:
-        for line in text.splitlines():
-            self.lines.append(line)
-            self.on_line(line)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -150,7 +57,7 @@ def make_gateway(
         path.write_text(render(server, toml, keepalive))
         config = load_config(str(path))
         log: list[str] = []
-        gateway = Gateway(config, log_format=log_format, log_stream=_Lines(log, lambda line: None))
+        gateway = Gateway(config, log_format=log_format, log_stream=Lines(log, lambda line: None))
         instance = Running(gateway, log)
         running.append(instance)
         return instance.start()

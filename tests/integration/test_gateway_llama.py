@@ -1,0 +1,97 @@
+"""The gateway in front of the real llama.cpp server (``local``), used with the official ``openai`` SDK.
+
+The gateway runs in this process (so ``local`` is the session's ``llama_server``), served the way
+``llmrelay serve`` serves it. Every request sends a small ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from gateway_support import Lines, Running
+
+from llmrelay.server.app import Gateway
+from llmrelay.server.config import load_config
+
+pytestmark = [pytest.mark.llama, pytest.mark.usefixtures("llama_server")]
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Running]:
+    path = tmp_path / "gateway.toml"
+    path.write_text('[routes.small]\ntargets = ["local/smollm2"]\n')
+    log: list[str] = []
+    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_streamed_chat(gateway: Running) -> None:
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    stream = client.chat.completions.create(
+        model="local/smollm2",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=12,
+        stream=True,
+        temperature=0,
+    )
+    pieces, finish, model = [], None, None
+    for part in stream:
+        model = part.model
+        for choice in part.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            finish = choice.finish_reason or finish
+    assert "".join(pieces).strip()
+    assert len(pieces) > 1  # forwarded piece by piece, not as one block
+    assert finish in ("stop", "length") and model
+    client.close()
+
+
+def test_forced_tool_call_round_trip(gateway: Running) -> None:
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    messages: list[dict] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    answer = client.chat.completions.create(
+        model="small",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=48,
+        temperature=0,
+    )
+    calls = answer.choices[0].message.tool_calls
+    assert calls and calls[0].function.name == "get_weather"
+    arguments = json.loads(calls[0].function.arguments)
+    assert isinstance(arguments, dict)
+    assert answer.choices[0].finish_reason == "tool_calls"
+    messages.append(
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True) for call in calls]}
+    )
+    messages.append({"role": "tool", "tool_call_id": calls[0].id, "content": '{"temperature_c": 18}'})
+    final = client.chat.completions.create(model="small", messages=messages, max_tokens=16, temperature=0)
+    assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "length")
+    client.close()
+
+
+def test_models_list(gateway: Running) -> None:
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    ids = [model.id for model in client.models.list()]
+    assert ids[0] == "small"
+    assert "local/smollm2" in ids and "local/smollm2-tools" in ids
+    assert client.models.retrieve("local/smollm2").owned_by == "local"
+    client.close()
