@@ -72,8 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = config.server.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         return _fail(f"--port must be 0-65535, not {port}")
-    if args.workers != 1:
-        return _fail("--workers other than 1 is not supported yet: run one gateway per port")
+    if args.workers < 1:
+        return _fail(f"--workers must be 1 or more, not {args.workers}")
     from .serve import is_loopback, run
 
     if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
@@ -82,6 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
         )
     try:
+        if args.workers > 1:  # SPEC 8.8: N processes on one port, supervised by this one
+            from .workers import supervise
+
+            return supervise(config, host, port, args.workers, sys.argv[1:])
         return run(config, host, port, log_format=args.log_format)
     except OSError as error:
         return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")

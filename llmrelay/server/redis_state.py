@@ -45,7 +45,7 @@ try:
 except ImportError:  # the optional extra is not installed: RedisState says so when it is built
     aioredis = None  # type: ignore[assignment]
 
-__all__ = ["RedisState", "RedisUnavailable", "safe_url"]
+__all__ = ["RedisState", "RedisUnavailable", "check_redis", "safe_url"]
 
 log = logging.getLogger("llmrelay.server.redis")
 
@@ -186,6 +186,20 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
 
 
+def _setting(name: str, default: float) -> float:
+    """A tuning value from the environment (documented in docs/scale-out.md): a positive number of seconds."""
+    text = os.environ.get(name)
+    if text is None or not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < math.inf):
+        raise RedisUnavailable(f"{name} must be a positive number of seconds, not {text!r}")
+    return value
+
+
 def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
@@ -198,6 +212,9 @@ def _reason(error: BaseException) -> str:
 class RedisState:
     """:class:`State` in Redis at ``url``; falls back to ``inner`` (a fresh :class:`MemoryState`) while Redis fails.
 
+    ``timeout_s`` (each Redis call; default ``LLMRELAY_REDIS_TIMEOUT_S``, else 0.1) and ``slot_ttl_s`` (how long
+    a dead replica's slots keep counting; default ``LLMRELAY_REDIS_SLOT_TTL_S``, else 30).
+
     ``connect()`` (on the serving event loop) checks Redis answers and raises :class:`RedisUnavailable`
     otherwise. ``on_error`` is called once per failed Redis call (the gateway counts them in
     ``llmrelay_redis_errors_total``).
@@ -208,8 +225,8 @@ class RedisState:
         url: str,
         *,
         inner: State | None = None,
-        timeout_s: float = 0.1,
-        slot_ttl_s: float = 30.0,
+        timeout_s: float | None = None,
+        slot_ttl_s: float | None = None,
         probe_interval_s: float = 0.5,
         max_cache_entry_bytes: int = 4 * 1024 * 1024,
         prefix: str = "llmrelay:",
@@ -218,6 +235,8 @@ class RedisState:
         if aioredis is None:
             raise RedisUnavailable("redis_url needs the redis package: pip install 'llmrelay[redis]'")
         self.url = safe_url(url)
+        timeout_s = _setting("LLMRELAY_REDIS_TIMEOUT_S", 0.1) if timeout_s is None else timeout_s
+        slot_ttl_s = _setting("LLMRELAY_REDIS_SLOT_TTL_S", 30.0) if slot_ttl_s is None else slot_ttl_s
         self.inner: State = inner if inner is not None else MemoryState()
         self.on_error = on_error
         self.timeout_s = timeout_s
@@ -469,3 +488,16 @@ def _limit(value: int | None) -> int:
     if value < 1:
         raise ValueError(f"limits are positive integers, not {value!r}")
     return value
+
+
+def check_redis(url: str, timeout_s: float = 2.0) -> None:
+    """Outside any event loop (the ``--workers`` supervisor): :class:`RedisUnavailable` unless Redis answers."""
+
+    async def check() -> None:
+        state = RedisState(url)
+        try:
+            await state.connect(timeout_s)
+        finally:
+            await state.close()
+
+    asyncio.run(check())

@@ -11,6 +11,7 @@ from typing import Any, TextIO, cast
 
 from aiohttp import web
 
+from . import workers
 from .app import Gateway
 from .config import Config
 from .state import State
@@ -61,6 +62,8 @@ async def serve(
     (up to ``drain_timeout_s``) while no new connection is accepted."""
     stderr = stderr or sys.stderr
     app = gateway.build_app()
+    if workers.is_worker():  # --workers N: say which worker answered
+        workers.add_worker_header(app)
     drain = gateway.config.server.drain_timeout_s
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
@@ -97,15 +100,30 @@ async def serve(
 def run(config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None) -> int:
     """Serve in this process until SIGTERM / SIGINT; the exit status."""
 
-    async def main() -> None:
+    async def main() -> int:
+        sock, out = None, stderr
+        if workers.is_worker():  # one of --workers N: share the port, report the startup line to the supervisor
+            sock, out = workers.listen_socket(host, port), workers.ready_stream()
         state = make_state(config)
         gateway = Gateway(config, state, log_format=log_format)
-        await serve(gateway, host, port, stderr=stderr)
+        if config.server.redis_url:  # SPEC 8.8: Redis must answer at start; its failures are counted
+            from .redis_state import RedisState, RedisUnavailable
+
+            assert isinstance(state, RedisState)
+            state.on_error = gateway.metrics.redis_errors.inc
+            try:
+                await state.connect()
+            except RedisUnavailable as error:
+                await state.close()
+                if sock is not None:
+                    sock.close()
+                (stderr or sys.stderr).write(f"error: {error}\n")
+                return 1
+        await serve(gateway, host, port, stderr=out, sock=sock)
+        return 0
 
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
-    return 0
+        return asyncio.run(main())
+    return uvloop.run(main())
