@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import time
@@ -78,11 +79,16 @@ class GatewayError(Exception):
         }
 
 
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
 def _request_id(request: web.Request) -> str:
+    """The caller's ``x-request-id`` when it is sane, else a new one (a per-process random prefix and a count)."""
     given = request.headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable() and given.strip() == given:
         return given
-    return uuid.uuid4().hex
+    return f"req-{_ID_PREFIX}{next(_ids):x}"
 
 
 def _encode(item: Any) -> list[Any]:
@@ -531,10 +537,7 @@ class Gateway:
                 chunks.append(shape.chunk(delta))
         chunks.extend(shape.end())
         try:
-            for chunk in chunks:
-                await response.write(b"data: " + dumps(chunk) + b"\n\n")
-            await response.write(DONE)
-            await response.write_eof()
+            await response.write_eof(b"".join([b"data: " + dumps(chunk) + b"\n\n" for chunk in chunks]) + DONE)
         except ConnectionResetError:
             entry.status = 499
         return response
@@ -615,11 +618,12 @@ class Gateway:
         clock = time.monotonic
         first = opened.first
         try:
+            # What arrived together goes out in one write (the role chunk with the first piece; the finish and
+            # usage chunks with [DONE] and the end of the body); every piece is still its own SSE event.
             chunks = shape.start(first) if first is not core.END else [chunk(shape.role_delta(""))]
             if recorded is not None and first is not core.END:
                 recorded.append(_encode(first))
-            for item in chunks:
-                await write(b"data: " + dumps(item) + b"\n\n")
+            await write(b"".join([b"data: " + dumps(item) + b"\n\n" for item in chunks]))
             live.last = clock()
             self.metrics.observe_ttft(time.perf_counter() - entry.start)
             async for item in opened.events:
@@ -634,10 +638,9 @@ class Gateway:
                     data = chunk(delta)
                 await write(b"data: " + dumps(data) + b"\n\n")
                 live.last = clock()
-            for item in shape.end():
-                await write(b"data: " + dumps(item) + b"\n\n")
-            await write(DONE)
-            await response.write_eof()
+            tail = [b"data: " + dumps(item) + b"\n\n" for item in shape.end()]
+            tail.append(DONE)
+            await response.write_eof(b"".join(tail))
         except ConnectionResetError:
             entry.status = 499  # the caller went away: the upstream is closed by the caller of _pump
         except Exception as error:
