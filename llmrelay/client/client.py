@@ -21,8 +21,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from .._runner import BackgroundLoop
 from ..responses import Answer
@@ -475,9 +475,19 @@ class _SyncRuntime:
 
     def iterate(self, generator: AsyncIterator[T]) -> Iterator[T]:
         # A generator of our own, so that a running iteration keeps this runtime (and its loop) alive.
-        if self.closed:
-            raise RuntimeError("this Client is closed")
-        yield from self.loop.iterate(generator)
+        steps = cast(Generator[T, None, None], self.loop.iterate(generator))
+        try:
+            while True:
+                if self.closed:  # checked before each step: a closed loop cannot run one
+                    raise RuntimeError("this Client is closed")
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+                yield item
+        finally:
+            if not self.closed:
+                steps.close()
 
     def close(self) -> None:
         self.closed = True

@@ -10,11 +10,14 @@ waiting for an answer, and everything else.
 The wait before retry ``n`` (0-based) is the server's ``retry_after`` when it
 sent one, else ``min(0.5 * 2**n, 8)`` seconds less up to 25 % jitter. A
 ``retry_after`` above :data:`MAX_RETRY_AFTER` is not waited for: the error is
-raised at once (it carries ``retry_after`` for the caller).
+raised at once (it carries ``retry_after`` for the caller). A ``retry_after``
+that is not a finite number of seconds (``nan``, ``inf``, not a number) is
+ignored and the backoff applies, so no wait is ever unbounded.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 from ..errors import ConnectError, RateLimitError, RelayError, ServerError, StreamIncompleteError, TimeoutError
@@ -50,9 +53,17 @@ def retry_delay(error: BaseException, attempt: int, max_retries: int) -> float |
     """Seconds to wait before retrying after ``error`` on attempt ``attempt``; None: do not retry."""
     if attempt >= max_retries or not is_retryable(error):
         return None
-    retry_after = getattr(error, "retry_after", None)
+    retry_after = _seconds(getattr(error, "retry_after", None))
     if retry_after is not None:
         if retry_after > MAX_RETRY_AFTER:
             return None
-        return max(float(retry_after), 0.0)
+        return max(retry_after, 0.0)
     return backoff(attempt)
+
+
+def _seconds(value: object) -> float | None:
+    """``value`` as a finite number of seconds, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) else None

@@ -1,68 +1,77 @@
-"""Pooled HTTP sessions and the one function that opens a request.
+"""The one function that opens a request, and the :class:`Response` it returns.
 
-* One aiohttp ``ClientSession`` per event loop and (SOCKS proxy, impersonation):
-  connections are reused across calls and providers, with no connection cap.
 * ``timeout`` bounds connecting and every gap between received bytes, never the
-  whole answer; ``total_timeout`` (optional) bounds the whole call.
-* Sessions close themselves when their loop shuts down (``asyncio.run``) or at
-  interpreter exit, so no "Unclosed client session" warning is printed.
+  whole answer; ``total_timeout`` (optional) bounds the whole call. Both, the URL,
+  the headers and the key are checked before anything is sent
+  (:mod:`llmrelay.http.checks`, :mod:`llmrelay.http.url`).
+* Sessions come from the per-loop pool (:mod:`llmrelay.http.pool`).
 * Transport failures become :class:`~llmrelay.errors.ConnectError` /
-  :class:`~llmrelay.errors.TimeoutError`; error statuses become typed errors
-  through :mod:`llmrelay.http.status`.
+  :class:`~llmrelay.errors.TimeoutError`; an answer that is not valid HTTP becomes
+  :class:`~llmrelay.errors.ResponseError` (the request reached the server: it is not
+  sent again); error statuses become typed errors through :mod:`llmrelay.http.status`.
+* No aiohttp exception is chained to an error raised here: their text can hold the
+  URL, and with it a key.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextvars
 import errno
-import functools
 import os
 import ssl as ssl_module
-import threading
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import (
     ConnectError,
     ConnectTimeoutError,
-    MissingRequirementsError,
     RelayError,
+    ResponseError,
     StreamIncompleteError,
     StreamTimeoutError,
     TimeoutError,
 )
+from ._aiohttp_hooks import new_connection
+from .checks import DEFAULT_TIMEOUT, check_headers, check_secrets, check_timeout
+from .pool import close_sessions, get_session
 from .status import error_from_response, redact
+from .url import check_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "TRANSPORT_ERRORS",
     "Response",
     "close_sessions",
+    "env_proxy",
+    "get_session",
     "open_response",
     "stream_error",
 ]
 
-DEFAULT_TIMEOUT = 120.0
 ERROR_BODY_LIMIT = 256 * 1024
 DRAIN_LIMIT = 64 * 1024
 DRAIN_SECONDS = 0.25
 SMALL_BODY = 64 * 1024  # request bodies up to this size are copied to exact size (see open_response)
+TIMEOUT_CACHE_SIZE = 64  # distinct (timeout, total_timeout) pairs whose aiohttp.ClientTimeout is kept
 
-SSLSetting = "bool | ssl_module.SSLContext | None"
 _POSIX = os.name == "posix"
 
 # What reading a body can raise besides our own errors; the provider turns them
 # into StreamIncompleteError / StreamTimeoutError with :func:`stream_error`.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# HttpProcessingError: aiohttp's pure-Python parser raises its framing errors (a bad chunk size) as is.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    OSError,
+    HttpProcessingError,
+)
 
 
 class Response:
@@ -116,195 +125,21 @@ class Response:
         await self._finish(drain)
 
 
-# ---------------------------------------------------------------- session pool
-
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
-_pools_lock = threading.Lock()
-_timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
-
-
-async def _close_with_loop(session: Any) -> AsyncIterator[None]:
-    """Parked at its ``yield`` for the session's life; ``loop.shutdown_asyncgens`` runs the ``finally``."""
-    try:
-        yield
-    finally:
-        await _close_session(session)
-
-
-async def _close_session(session: Any) -> None:
-    try:
-        await session.close()  # aiohttp.ClientSession and curl_cffi's AsyncSession alike
-    except Exception:  # closing at shutdown must never raise
-        pass
-
-
-def _park_closer(session: Any) -> AsyncIterator[None]:
-    closer = _close_with_loop(session)
-    step: Any = closer.__anext__()
-    try:
-        step.send(None)  # runs to the ``yield`` without suspending; registers the generator with the loop
-    except StopIteration:
-        pass
-    return closer
-
-
-def _make_session(loop: asyncio.AbstractEventLoop, socks_proxy: str | None, impersonate: str | None) -> Any:
-    if impersonate:
-        try:
-            from curl_cffi.requests import AsyncSession
-        except ImportError:
-            raise MissingRequirementsError(
-                f"impersonate={impersonate!r} needs curl_cffi: pip install 'llmrelay[impersonate]'"
-            ) from None
-        return AsyncSession(impersonate=impersonate, proxy=socks_proxy)
-    if socks_proxy:
-        try:
-            from aiohttp_socks import ProxyConnector
-        except ImportError:
-            raise MissingRequirementsError("a SOCKS proxy needs aiohttp-socks: pip install 'llmrelay[socks]'") from None
-        connector: aiohttp.BaseConnector = ProxyConnector.from_url(socks_proxy, limit=0, limit_per_host=0)
-    else:
-        connector = _Connector(limit=0, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
-
-
-# Set when the connector opened a new connection for the request being sent (vs. reusing a pooled one).
-# Coroutines awaited in one task share its context, so the request code sees what the connector set.
-_new_connection: contextvars.ContextVar[bool] = contextvars.ContextVar("llmrelay_new_connection", default=False)
-
-
-class _LazyReadTimeoutHandler(ResponseHandler):
-    """aiohttp's protocol with an idle-read timer that is not re-armed on every received chunk.
-
-    aiohttp cancels and re-creates its ``sock_read`` timer on each ``data_received``
-    (a TimerHandle and a heap push per read). Here a read only records the time; the
-    one armed timer, when it fires, re-arms itself for the remaining time if data came
-    meanwhile, else raises the timeout as aiohttp would. Same semantics, ~8 % less CPU
-    per non-streamed request (measured with ``bench``).
-    """
-
-    _last_read = 0.0
-    _armed_due = 0.0
-
-    def _reschedule_timeout(self) -> None:
-        timeout = self._read_timeout
-        if not timeout:
-            self._drop_timeout()
-            return
-        now = self._loop.time()
-        self._last_read = now
-        if self._read_timeout_handle is not None and self._armed_due <= now + timeout:
-            return
-        if self._read_timeout_handle is not None:
-            self._read_timeout_handle.cancel()
-        self._armed_due = now + timeout
-        self._read_timeout_handle = self._loop.call_at(self._armed_due, self._check_read_timeout)
-
-    def _check_read_timeout(self) -> None:
-        self._read_timeout_handle = None
-        timeout = self._read_timeout
-        if not timeout:
-            return
-        due = self._last_read + timeout
-        if self._loop.time() < due:
-            self._armed_due = due
-            self._read_timeout_handle = self._loop.call_at(due, self._check_read_timeout)
-        else:
-            self._on_read_timeout()
-
-
-_LAZY_TIMER = all(
-    hasattr(ResponseHandler, name) for name in ("_reschedule_timeout", "_on_read_timeout", "_drop_timeout")
-)
-
-
-class _Connector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that tells :func:`_open_aiohttp` whether a request got a new connection,
-    and whose connections use :class:`_LazyReadTimeoutHandler`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if _LAZY_TIMER and isinstance(getattr(self, "_factory", None), functools.partial):
-            self._factory = functools.partial(_LazyReadTimeoutHandler, loop=self._loop)  # type: ignore[assignment]
-
-    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
-        _new_connection.set(True)
-        return await super()._create_connection(req, traces, timeout)
-
-
-def get_session(socks_proxy: str | None = None, impersonate: str | None = None) -> Any:
-    """The pooled session of the running loop for this (SOCKS proxy, impersonation)."""
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    key = (socks_proxy, impersonate)
-    if pool is not None:
-        entry = pool.get(key)
-        if entry is not None and not _is_closed(entry[0]):
-            return entry[0]
-    with _pools_lock:
-        pool = _pools.setdefault(loop, {})
-        session = _make_session(loop, socks_proxy, impersonate)
-        pool[key] = (session, _park_closer(session))
-    return session
-
-
-def _is_closed(session: Any) -> bool:
-    if isinstance(session, aiohttp.ClientSession):
-        return session.closed
-    return bool(getattr(session, "_closed", False))
-
-
-async def close_sessions() -> None:
-    """Close every pooled session of the running loop (a later request opens a new one)."""
-    loop = asyncio.get_running_loop()
-    with _pools_lock:
-        pool = _pools.pop(loop, {})
-    for session, closer in pool.values():
-        await _close_session(session)
-        await closer.aclose()
-
-
-@atexit.register
-def _close_all_at_exit() -> None:
-    with _pools_lock:
-        pools = list(_pools.items())
-        _pools.clear()
-    for loop, pool in pools:
-        for session, _closer in pool.values():
-            if _is_closed(session):
-                continue
-            try:
-                if loop.is_running():
-                    future = asyncio.run_coroutine_threadsafe(_close_session(session), loop)
-                    future.result(timeout=2)
-                elif not loop.is_closed():
-                    loop.run_until_complete(_close_session(session))
-                else:
-                    _force_close(session)
-            except Exception:
-                _force_close(session)
-
-
-def _force_close(session: Any) -> None:
-    """Mark a session of a loop that is gone as closed, without the loop (the process is ending)."""
-    connector = getattr(session, "connector", None)
-    if connector is not None:
-        try:
-            connector._close()
-        except Exception:
-            pass
-
-
 # ------------------------------------------------------------------- requests
+
+_timeouts: OrderedDict[tuple[float | None, float | None], aiohttp.ClientTimeout] = OrderedDict()
 
 
 def _timeout(timeout: float | None, total_timeout: float | None) -> aiohttp.ClientTimeout:
+    """The (shared, immutable) ``ClientTimeout`` for these limits; the cache keeps the most recent few."""
     key = (timeout, total_timeout)
     value = _timeouts.get(key)
     if value is None:
         value = _timeouts[key] = aiohttp.ClientTimeout(
             total=total_timeout, connect=None, sock_connect=timeout, sock_read=timeout
         )
+        if len(_timeouts) > TIMEOUT_CACHE_SIZE:
+            _timeouts.popitem(last=False)
     return value
 
 
@@ -360,9 +195,25 @@ async def open_response(
 ) -> Response:
     """Send a request; return the open :class:`Response`, or raise the typed error for its status.
 
-    The caller must ``await response.release()`` when done with it.
+    ``timeout``/``total_timeout`` as :func:`~llmrelay.http.checks.check_timeout` reads them (``None``:
+    the default; ``inf``: no limit). Bad arguments raise ``TypeError``/``ValueError`` before anything
+    is sent. The caller must ``await response.release()`` when done with it.
     """
-    secrets = tuple(secrets)
+    secrets = check_secrets(secrets)
+    idle = check_timeout("timeout", timeout)
+    total = check_timeout("total_timeout", total_timeout)
+    failure: Exception | None = None
+    try:
+        check_url(url)
+    except ValueError as error:
+        failure = ValueError(redact(str(error), secrets))
+    else:
+        try:
+            check_headers(headers)
+        except (TypeError, ValueError) as error:
+            failure = type(error)(redact(f"cannot send the request to {_host(url)}: {error}", secrets))
+    if failure is not None:
+        raise failure  # outside the except block: nothing unredacted is chained
     started = time.monotonic()
     if body is not None and len(body) <= SMALL_BODY:
         # aiohttp keeps the body alive until the response is released. orjson.dumps returns its bytes
@@ -374,22 +225,10 @@ async def open_response(
     socks_proxy = proxy if proxy and proxy.startswith("socks") else None
     session = get_session(socks_proxy, impersonate)
     if impersonate:
-        response = await _open_curl(
-            session, method, url, headers, body, proxy, ssl, timeout, total_timeout, provider, secrets
-        )
+        response = await _open_curl(session, method, url, headers, body, proxy, ssl, idle, total, provider, secrets)
     else:
         response = await _open_aiohttp(
-            session,
-            method,
-            url,
-            headers,
-            body,
-            None if socks_proxy else proxy,
-            ssl,
-            timeout,
-            total_timeout,
-            provider,
-            secrets,
+            session, method, url, headers, body, None if socks_proxy else proxy, ssl, idle, total, provider, secrets
         )
     if response.status >= 400:
         try:
@@ -399,9 +238,9 @@ async def open_response(
         finally:
             await response.release()
         raise error_from_response(response.status, response.headers, error_body, provider=provider, secrets=secrets)
-    if total_timeout:
-        response.total_timeout = total_timeout
-        response.deadline = started + total_timeout
+    if total:
+        response.total_timeout = total
+        response.deadline = started + total
     return response
 
 
@@ -428,12 +267,13 @@ async def _open_aiohttp(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: Iterable[str | None],
+    secrets: tuple[str, ...],
 ) -> Response:
     ssl_argument = _ssl_argument(ssl)
     started = time.monotonic()
+    failure: BaseException | None = None
     for attempt in (0, 1):
-        _new_connection.set(False)
+        new_connection.set(False)
         try:
             raw = await session.request(
                 method,
@@ -445,32 +285,18 @@ async def _open_aiohttp(
                 timeout=_timeout(timeout, total_timeout),
             )
             break
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError) as error:
-            # A pooled keep-alive connection the server closed (or reset) while the request was on
-            # its way: send it again once, on a new connection. A new connection that drops the
-            # request means the server itself gave up: sending a POST again could run it twice.
-            if attempt == 0 and not _new_connection.get() and _is_stale_connection(error):
+        except Exception as error:
+            # A pooled keep-alive connection the server closed (or reset) while the request was on its
+            # way, or before it could be written: send it again once, on a new connection. A new
+            # connection that drops the request means the server itself gave up: sending a POST again
+            # could run it twice.
+            if attempt == 0 and not new_connection.get() and _is_stale_connection(error):
                 continue
-            raise ConnectError(_describe(error, url, secrets), provider=provider) from None
-        except aiohttp.ConnectionTimeoutError:
-            raise ConnectTimeoutError(
-                f"connecting to {_host(url)} timed out after {timeout} s", provider=provider
-            ) from None
-        except asyncio.TimeoutError:
-            if total_timeout and time.monotonic() - started >= total_timeout - 0.05:
-                reason = f"total_timeout={total_timeout} s ran out"
-            else:
-                reason = f"no answer within timeout={timeout} s"
-            raise TimeoutError(f"{_host(url)}: {reason}", provider=provider) from None
-        except aiohttp.InvalidURL as error:
-            raise ConnectError(f"invalid URL {redact(str(url), secrets)!r}: {error}", provider=provider) from None
-        except ValueError as error:
-            if isinstance(error, RelayError):
-                raise
-            # Bad input aiohttp refused before sending (a header with a line break, a bad proxy URL).
-            raise ValueError(redact(f"cannot send the request to {_host(url)}: {error}", secrets)) from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise ConnectError(_describe(error, url, secrets), provider=provider) from None
+            failure = _request_error(error, url, timeout, total_timeout, started, provider, secrets)
+        # Raised here, outside the ``except`` block, so that no aiohttp exception (whose text may hold
+        # the URL, key included) is chained as ``__context__``.
+        assert failure is not None
+        raise failure
 
     async def finish(drain: bool) -> None:
         content = raw.content
@@ -489,6 +315,57 @@ async def _open_aiohttp(
     )
 
 
+def _request_error(
+    error: Exception,
+    url: str,
+    timeout: float | None,
+    total_timeout: float | None,
+    started: float,
+    provider: str | None,
+    secrets: tuple[str, ...],
+) -> BaseException:
+    """The llmrelay error (or ``ValueError``) for what ``session.request`` raised."""
+    if isinstance(error, RelayError):
+        return error
+    if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)):
+        return ConnectError(_describe(error, url, secrets), provider=provider)  # TLS errors too: they are ValueErrors
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return ConnectTimeoutError(f"connecting to {_host(url)} timed out after {timeout} s", provider=provider)
+    if isinstance(error, asyncio.TimeoutError):
+        if total_timeout and time.monotonic() - started >= total_timeout - 0.05:
+            reason = f"total_timeout={total_timeout} s ran out"
+        else:
+            reason = f"no answer within timeout={timeout} s"
+        return TimeoutError(f"{_host(url)}: {reason}", provider=provider)
+    if isinstance(error, aiohttp.ClientResponseError) and not isinstance(error, aiohttp.ClientHttpProxyError):
+        # Bytes came back, so the request reached the server: not a connection failure, never sent again.
+        # (The error's status is aiohttp's own 400 for a parser error, not the server's.)
+        return ResponseError(
+            redact(f"the answer from {_host(url)} is not valid HTTP: {_parser_reason(error)}", secrets),
+            provider=provider,
+        )
+    if isinstance(error, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return ValueError(redact(f"invalid URL {url!r}: {type(error).__name__}", secrets))
+    if isinstance(error, ValueError):
+        # Bad input aiohttp refused before sending (a header with a line break, a bad proxy URL).
+        return ValueError(redact(f"cannot send the request to {_host(url)}: {error}", secrets))
+    if isinstance(error, (aiohttp.ClientError, OSError)):
+        return ConnectError(_describe(error, url, secrets), provider=provider)
+    return error
+
+
+def _parser_reason(error: BaseException) -> str:
+    """What aiohttp's HTTP parser disliked, in one line."""
+    cause = error.__cause__
+    if isinstance(cause, HttpProcessingError):
+        text = str(cause.message)
+    elif isinstance(error, HttpProcessingError):
+        text = str(error.message)
+    else:
+        text = str(getattr(error, "message", "") or error)
+    return text.strip().partition("\n")[0][:200] or type(error).__name__
+
+
 async def _open_curl(
     session: Any,
     method: str,
@@ -500,12 +377,13 @@ async def _open_curl(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: Iterable[str | None],
+    secrets: tuple[str, ...],
 ) -> Response:
     from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
     from curl_cffi.requests.exceptions import Timeout as CurlTimeout
 
     verify = ssl if isinstance(ssl, bool) else True
+    failure: BaseException | None = None
     try:
         raw = await session.request(
             method,
@@ -518,9 +396,11 @@ async def _open_curl(
             stream=True,
         )
     except CurlTimeout:
-        raise TimeoutError(f"no answer from {_host(url)} within {timeout} s", provider=provider) from None
+        failure = TimeoutError(f"no answer from {_host(url)} within {timeout} s", provider=provider)
     except CurlConnectionError as error:
-        raise ConnectError(_describe(error, url, secrets), provider=provider) from None
+        failure = ConnectError(_describe(error, url, secrets), provider=provider)
+    if failure is not None:
+        raise failure  # outside the except block: nothing of curl's is chained (see _open_aiohttp)
 
     chunks = raw.aiter_content()
 
@@ -542,10 +422,25 @@ def _host(url: str) -> str:
     return parts.netloc.rpartition("@")[2] or url
 
 
+_STALE_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+
+
 def _is_stale_connection(error: BaseException) -> bool:
-    if isinstance(error, (aiohttp.ServerDisconnectedError, ConnectionResetError)):
-        return True
-    return isinstance(error, OSError) and error.errno in (errno.ECONNRESET, errno.EPIPE)
+    """A server closed (or reset) the connection before reading the request: the keep-alive race.
+
+    aiohttp reports it as a disconnect, a reset, or — when the close is noticed between writing the
+    headers and the body — ``ClientOSError("Can not write request body …")`` caused by a reset.
+    """
+    link: BaseException | None = error
+    for _ in range(4):
+        if link is None:
+            break
+        if isinstance(link, (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError)):
+            return True
+        if isinstance(link, OSError) and link.errno in _STALE_ERRNOS:
+            return True
+        link = link.__cause__ or link.__context__
+    return isinstance(error, aiohttp.ClientOSError) and str(error).startswith("Can not write request body")
 
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:
@@ -587,7 +482,10 @@ def stream_error(
             partial_text=partial_text,
             provider=provider,
         )
-    reason = str(error) or type(error).__name__
+    if isinstance(error, HttpProcessingError):
+        reason = f"the answer is not valid HTTP: {_parser_reason(error)}"
+    else:
+        reason = str(error) or type(error).__name__
     return StreamIncompleteError(
         f"the connection to {_host(url)} broke mid-answer: {reason}", partial_text=partial_text, provider=provider
     )

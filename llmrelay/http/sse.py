@@ -23,26 +23,57 @@ breaks a line. Event data stays bytes, ready for ``orjson.loads``.
 
 It is on the hot path of every streamed answer, so the common case — whole
 ``data: {...}\\n\\n`` events, LF only — takes one ``split`` and a few slices.
+A line that spans many reads (a big base64 image in one event) is kept as a list
+of parts and joined once, so its cost stays linear in its size. One event larger
+than :data:`MAX_EVENT_SIZE` raises :class:`~llmrelay.errors.ResponseError`
+instead of growing memory without bound: the size is checked as the event's
+bytes arrive over several reads (an event that arrives whole in one read is
+bounded by that read, which aiohttp keeps to a few hundred KiB).
 """
 
 from __future__ import annotations
 
-__all__ = ["SSEDecoder"]
+from ..errors import ResponseError
+
+__all__ = ["MAX_EVENT_SIZE", "SSEDecoder"]
+
+MAX_EVENT_SIZE = 64 * 1024 * 1024  # bytes of one event (its data lines and any unterminated line)
 
 _BOM = b"\xef\xbb\xbf"
 
 
 class SSEDecoder:
-    """Feed it bytes as they arrive; it returns the complete events as ``(event_type, data)`` pairs."""
+    """Feed it bytes as they arrive; it returns the complete events as ``(event_type, data)`` pairs.
 
-    __slots__ = ("_at_start", "_data", "_event", "_skip_lf", "_tail", "last_event_id", "retry")
+    ``max_event_size`` (default :data:`MAX_EVENT_SIZE`) bounds one event; a larger one raises ``ResponseError``.
+    """
 
-    def __init__(self) -> None:
-        self._tail = b""  # an unterminated line carried over to the next read
+    __slots__ = (
+        "_at_start",
+        "_counted",
+        "_data",
+        "_data_size",
+        "_event",
+        "_limit",
+        "_more",
+        "_more_size",
+        "_skip_lf",
+        "_tail",
+        "last_event_id",
+        "retry",
+    )
+
+    def __init__(self, max_event_size: int | None = None) -> None:
+        self._tail = b""  # the start of an unterminated line carried over to the next read ...
+        self._more: list[bytes] = []  # ... and the reads after it that held no line end (joined once)
+        self._more_size = 0
         self._data: list[bytes] = []
+        self._data_size = 0  # bytes in ``_data`` (counted up to ``_counted`` lines)
+        self._counted = 0
         self._event = b""
         self._skip_lf = False  # the previous read ended in CR: a LF starting this one is its pair
         self._at_start = True  # no byte seen yet: a BOM may still come, perhaps split
+        self._limit = MAX_EVENT_SIZE if max_event_size is None else max_event_size
         self.last_event_id = b""
         self.retry: int | None = None
 
@@ -66,17 +97,30 @@ class SSEDecoder:
                 self._skip_lf = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if b"\n" not in chunk:
-            self._tail += chunk
+            if chunk:
+                self._more.append(chunk)
+                self._more_size += len(chunk)
+                if len(self._tail) + self._more_size + self._data_size > self._limit:
+                    raise self._too_large()
             return []
         lines = chunk.split(b"\n")
-        if self._tail:
+        if self._more:
+            lines[0] = b"".join([self._tail, *self._more, lines[0]])
+            self._more = []
+            self._more_size = 0
+            if len(lines[0]) + self._data_size > self._limit:
+                raise self._too_large()
+        elif self._tail:
             lines[0] = self._tail + lines[0]
         self._tail = lines.pop()
         return self._lines(lines)
 
     def flush(self) -> list[tuple[bytes, bytes]]:
         """At the end of the stream: dispatch what an unterminated last event holds."""
-        tail, self._tail = self._tail, b""
+        tail = b"".join([self._tail, *self._more]) if self._more else self._tail
+        self._tail = b""
+        self._more = []
+        self._more_size = 0
         if self._at_start:
             self._at_start = False
             if tail.startswith(_BOM):
@@ -85,7 +129,7 @@ class SSEDecoder:
 
     def _lines(self, lines: list[bytes]) -> list[tuple[bytes, bytes]]:
         events: list[tuple[bytes, bytes]] = []
-        data = self._data
+        data = first = self._data
         for line in lines:
             if not line:
                 if data:
@@ -96,7 +140,26 @@ class SSEDecoder:
                 data.append(line[6:])
             else:
                 self._field(line, data)
+        if data:
+            self._count(data, data is first)
+        elif self._data_size:
+            self._data_size = self._counted = 0
         return events
+
+    def _count(self, data: list[bytes], same: bool) -> None:
+        """Add the data lines not counted yet to the size of the event being built; raise if it is too big."""
+        counted, size = (self._counted, self._data_size) if same else (0, 0)
+        for index in range(counted, len(data)):
+            size += len(data[index]) + 1
+        self._counted = len(data)
+        self._data_size = size
+        if size + len(self._tail) > self._limit:
+            raise self._too_large()
+
+    def _too_large(self) -> ResponseError:
+        return ResponseError(
+            f"a stream event is larger than {self._limit} bytes (llmrelay.http.sse.MAX_EVENT_SIZE); the stream was stopped"
+        )
 
     def _field(self, line: bytes, data: list[bytes]) -> None:
         if line[:1] == b":":

@@ -8,6 +8,7 @@ OpenRouter in-band errors), HTML pages and plain text, and the
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -55,11 +56,23 @@ _SPACE = re.compile(r"\s+")
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every secret (API key) in ``text`` with ``***``."""
+    """Replace every secret (API key) in ``text`` with ``***``, in any letter case (servers lower-case echoes)."""
     for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
+        if not secret or len(secret) < 4:
+            continue
+        if secret in text:
             text = text.replace(secret, "***")
+        if secret.lower() in text.lower():
+            text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
     return text
+
+
+def _holds_secret(error: BaseException, secrets: tuple[str, ...]) -> bool:
+    try:
+        texts = [str(error).lower(), repr(error).lower(), *(repr(arg).lower() for arg in error.args)]
+    except Exception:  # an exception whose str fails: drop it rather than guess
+        return True
+    return any(secret.lower() in text for secret in secrets for text in texts)
 
 
 def redact_error(error: RelayError, secrets: Iterable[str | None]) -> RelayError:
@@ -67,15 +80,34 @@ def redact_error(error: RelayError, secrets: Iterable[str | None]) -> RelayError
 
     The last line of defence: errors built deep in the reading code (in-band stream
     errors, quoted payloads) may quote what a server echoed back, key included.
+    Error reporters walk ``__cause__`` and ``__context__`` too: llmrelay errors found
+    there are redacted the same way, and any other exception there that holds a
+    secret is cut out of the chain.
     """
-    secrets = tuple(secret for secret in secrets if secret and len(secret) >= 4)
-    if not secrets:
+    keys = tuple(secret for secret in secrets if secret and len(secret) >= 4)
+    if not keys:
         return error
-    for name in ("message", "body", "code", "type", "request_id"):
-        value = getattr(error, name, None)
-        if isinstance(value, str):
-            setattr(error, name, redact(value, secrets))
-    error.args = tuple(redact(arg, secrets) if isinstance(arg, str) else arg for arg in error.args)
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        link = pending.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        if isinstance(link, RelayError):
+            for name in ("message", "body", "code", "type", "request_id"):
+                value = getattr(link, name, None)
+                if isinstance(value, str):
+                    setattr(link, name, redact(value, keys))
+            link.args = tuple(redact(arg, keys) if isinstance(arg, str) else arg for arg in link.args)
+        for attribute in ("__cause__", "__context__"):
+            linked = getattr(link, attribute)
+            if linked is None:
+                continue
+            if not isinstance(linked, RelayError) and _holds_secret(linked, keys):
+                setattr(link, attribute, None)
+            else:
+                pending.append(linked)
     return error
 
 
@@ -84,27 +116,36 @@ def _bounded(text: str, limit: int) -> str:
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP-date)."""
+    """Seconds to wait, from ``retry-after-ms`` (preferred) or ``retry-after`` (seconds or HTTP-date).
+
+    A value that is not a finite number (``nan``, ``inf``, garbage) is ignored, as if it were not sent.
+    """
     value = headers.get("retry-after-ms")
     if value:
-        try:
-            return max(float(value) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        seconds = _finite(value)
+        if seconds is not None:
+            return max(seconds / 1000.0, 0.0)
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _finite(value)
+    if seconds is not None:
+        return max(seconds, 0.0)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
     return max(when.timestamp() - time.time(), 0.0)
+
+
+def _finite(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _render(value: Any) -> str:

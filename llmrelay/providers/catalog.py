@@ -348,7 +348,7 @@ class Custom(SelfHosted):
                 "Custom needs a base URL: set LLMRELAY_API_BASE (e.g. http://localhost:8000/v1) "
                 "or pass api_base= (--api-base on the command line)"
             )
-        return base.rstrip("/")
+        return super().get_api_base(base)
 
 
 # --------------------------------------------------------------------------------- lookup

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -14,6 +16,7 @@ from .._text import shorten
 from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
+from ..http.url import check_api_base, join_url
 from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
@@ -25,6 +28,8 @@ from .reading import read_body, read_response
 __all__ = ["OpenaiTemplate"]
 
 log = logging.getLogger("llmrelay")
+
+_checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
 
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
@@ -91,7 +96,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 base = os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE
             else:
                 raise ValueError(f"{cls.get_name()} has no api_base: set the class attribute or pass api_base=")
-        return base.rstrip("/")
+        return _checked_base(base) if isinstance(base, str) else check_api_base(base)
 
     @classmethod
     def get_api_key_env(cls) -> str:
@@ -132,6 +137,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def check_auth(cls, api_key: str | None) -> None:
         """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
+        if api_key is not None and not isinstance(api_key, str):
+            raise TypeError(f"{cls.get_name()}: api_key must be a string, not {type(api_key).__name__}")
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
@@ -186,7 +193,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         try:
             response = await open_response(
                 "GET",
-                f"{base}/models",
+                join_url(base, "models"),
                 headers=cls.get_headers(False, api_key, headers),
                 proxy=proxy,
                 ssl=cls.ssl,
@@ -273,8 +280,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
+        extra_data = _mapping("extra_data", extra_data)
         if "extra_body" in kwargs:
-            extra_body = kwargs.pop("extra_body")
+            extra_body = _mapping("extra_body", kwargs.pop("extra_body"))
             extra_data = {**(extra_data or {}), **(extra_body or {})}
         if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
             raise TypeError(
@@ -301,7 +309,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 _reject_unknown(kwargs, name)
                 prompt = prompt or last_user_text(messages)
                 data = await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
-                yield ProviderInfo(name, model, f"{base}/images/generations")
+                yield ProviderInfo(name, model, join_url(base, "images/generations"))
                 yield ImageResponse(image_urls(data, name), prompt)
                 return
 
@@ -333,7 +341,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             body = cls.prepare_body(body)
             response = await open_response(
                 "POST",
-                endpoint or f"{base}/chat/completions",
+                endpoint or join_url(base, "chat/completions"),
                 headers=cls.get_headers(stream, api_key, headers),
                 body=_dumps(body),
                 **request,
@@ -389,6 +397,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         ``aspect_ratio`` become ``size``). ``model`` defaults to ``default_image_model``,
         else the first of ``image_models``.
         """
+        extra_data = _mapping("extra_data", extra_data)
         await cls.prepare()
         base = cls.get_api_base(api_base)
         api_key = cls.get_api_key(api_key)
@@ -423,7 +432,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     ) -> dict[str, Any]:
         response = await open_response(
             "POST",
-            f"{base}/images/generations",
+            join_url(base, "images/generations"),
             headers=cls.get_headers(False, api_key, headers),
             body=_dumps(image_body(model, prompt, options, extra_data)),
             **request,
@@ -433,10 +442,35 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
+    for name, value in body.items():
+        if name != "messages":  # message contents are text; everything else may hold numbers
+            _check_finite(value, name)
     try:
         return orjson.dumps(body)
     except TypeError as error:
         raise TypeError(f"the request body cannot be sent as JSON: {error}") from None
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """JSON has no NaN or infinity (orjson would silently send ``null``): refuse them, naming where they are."""
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"{path} is {value}: JSON has no NaN or infinity; pass a finite number")
+    elif kind is dict:
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}")
+    elif kind is list or kind is tuple:
+        for index, item in enumerate(value):
+            _check_finite(item, f"{path}[{index}]")
+
+
+def _mapping(name: str, value: Any) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{name} must be a dict of extra body fields, not {type(value).__name__}")
 
 
 def _reject_unknown(kwargs: dict[str, Any], name: str) -> None:
