@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,9 @@ def test_redis_lost_under_load_then_back(server: ScriptedServer, spawn_gateway) 
             lost = [line for line in gw.lines if "failed (" in line and "redis at" in line]
             assert len(lost) == 1, gw.lines  # logged once, not per request
             assert any("answers again" in line for line in gw.lines)
+            metrics = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
+            counted = [line for line in metrics.splitlines() if line.startswith("llmrelay_redis_errors_total ")]
+            assert counted and float(counted[0].split()[1]) >= 1, counted
     finally:
         own.stop()
 
