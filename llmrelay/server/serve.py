@@ -104,21 +104,26 @@ def run(config: Config, host: str, port: int, *, log_format: str = "text", stder
         sock, out = None, stderr
         if workers.is_worker():  # one of --workers N: share the port, report the startup line to the supervisor
             sock, out = workers.listen_socket(host, port), workers.ready_stream()
-        state = make_state(config)
-        gateway = Gateway(config, state, log_format=log_format)
-        if config.server.redis_url:  # SPEC 8.8: Redis must answer at start; its failures are counted
-            from .redis_state import RedisState, RedisUnavailable
+        if not config.server.redis_url:
+            await serve(Gateway(config, make_state(config), log_format=log_format), host, port, stderr=out, sock=sock)
+            return 0
+        # SPEC 8.8: Redis must answer at start (else one line, exit 1); its failures are counted in the metrics.
+        from .redis_state import RedisState, RedisUnavailable
 
+        state = None
+        try:
+            state = make_state(config)
             assert isinstance(state, RedisState)
+            gateway = Gateway(config, state, log_format=log_format)
             state.on_error = gateway.metrics.redis_errors.inc
-            try:
-                await state.connect()
-            except RedisUnavailable as error:
+            await state.connect()
+        except RedisUnavailable as error:
+            if state is not None:
                 await state.close()
-                if sock is not None:
-                    sock.close()
-                (stderr or sys.stderr).write(f"error: {error}\n")
-                return 1
+            if sock is not None:
+                sock.close()
+            (stderr or sys.stderr).write(f"error: {error}\n")
+            return 1
         await serve(gateway, host, port, stderr=out, sock=sock)
         return 0
 

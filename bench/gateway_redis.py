@@ -1,0 +1,144 @@
+"""What Redis-backed limits cost the gateway (SPEC 8.8): limits off, in memory, in Redis, and ``--workers 2``.
+
+``python -m bench.gateway_redis [--reps N] [--quick]``. The same fake upstream and load generator as
+``python -m bench.gateway`` (each in its own process); one key with rpm, tpm and max_concurrent set so high
+that nothing is refused, so every request runs the whole check (admit, release, token accounting). A
+redis-server of its own (free port, no persistence) is started and stopped. Interleaved repetitions, medians.
+Non-streamed requests: added latency p50/p99 at concurrency 1 against "limits off", requests/s and CPU per
+request at concurrency 64 (the gateway's processes; Redis's own CPU per request in its column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .gateway.load import cpu_seconds
+from .gateway.run import KEY, NONSTREAM, Bench, Target, _free_port, _percentile, _wait_http
+
+LIMITS = "rpm = 1000000000\ntpm = 1000000000000\nmax_concurrent = 100000\n"
+
+
+class RedisBench(Bench):
+    def start_redis(self) -> None:
+        path = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.redis_port = _free_port()
+        self.redis = self.spawn(
+            [path, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            self.other_cpus,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+
+    def start_gateway(self, name: str, limits: bool, redis: bool, workers: int) -> Target:
+        digest = hashlib.sha256(KEY.encode()).hexdigest()
+        server = f'[server]\nredis_url = "redis://127.0.0.1:{self.redis_port}/0"\n' if redis else ""
+        config = self.tmp / f"{name.replace(' ', '-')}.toml"
+        config.write_text(
+            server + f'[providers.fake]\napi_base = "http://127.0.0.1:{self.upstream_port}/v1"\n'
+            f'[[keys]]\nname = "bench"\nsha256 = "{digest}"\n' + (LIMITS if limits else "")
+        )
+        port = _free_port()
+        log = open(self.tmp / f"{config.stem}.log", "wb")  # the access log is on, written to a file
+        command = str(Path(sys.executable).parent / "llmrelay")
+        process = self.spawn(
+            [command, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)],
+            self.proxy_cpus if workers == 1 else None,  # two workers get every CPU
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        return Target(name, port, process, "fake/", KEY)
+
+    def measure_one(self, target: Target, quick: bool) -> None:
+        n = (lambda count: max(20, count // 4)) if quick else (lambda count: count)
+        self.load(target, NONSTREAM, False, 8, n(200), 10)  # warm-up
+        result = self.load(target, NONSTREAM, False, 1, n(600), 15)
+        target.add("p50", statistics.median(result["latencies"]))
+        target.add("p99", _percentile(result["latencies"], 99))
+        target.add("errors", result["errors"])
+        redis_before = cpu_seconds(self.redis.pid)
+        result = self.load(target, NONSTREAM, False, 64, n(4000), 12)
+        redis_cpu = cpu_seconds(self.redis.pid) - redis_before
+        done = max(1, result["done"])
+        target.add("rps", result["done"] / result["wall"])
+        target.add("cpu", result["cpu"] / done * 1000)
+        target.add("redis_cpu", redis_cpu / done * 1e6)
+        target.add("p50_64", statistics.median(result["latencies"]))
+        target.add("p99_64", _percentile(result["latencies"], 99))
+        target.add("errors", result["errors"])
+
+    def run_all(self) -> str:
+        self.start_upstream()
+        self.start_redis()
+        self.targets = [
+            self.start_gateway("limits off", False, False, 1),
+            self.start_gateway("limits in memory", True, False, 1),
+            self.start_gateway("limits in Redis", True, True, 1),
+            self.start_gateway("limits in Redis, --workers 2", True, True, 2),
+        ]
+        time.sleep(1.0)
+        for rep in range(self.args.reps):
+            for target in self.targets:
+                print(f"rep {rep + 1}/{self.args.reps}: {target.name}", file=sys.stderr, flush=True)
+                self.measure_one(target, self.args.quick)
+        return self.redis_table()
+
+    def redis_table(self) -> str:
+        def med(target: Target, name: str) -> float:
+            return statistics.median(target.results[name])
+
+        off = self.targets[0]
+        rows = [
+            "| | p50 c=1 ms (added vs limits off) | p99 c=1 ms (added) | req/s c=64 | gateway CPU/request ms "
+            "(added) | Redis CPU/request µs | p50 c=64 ms | p99 c=64 ms | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for target in self.targets:
+            added: dict[str, str] = {}
+            for name in ("p50", "p99", "cpu"):
+                delta = med(target, name) - med(off, name)
+                added[name] = "" if target is off else f" ({delta * 1000:+.0f} µs, {delta / med(off, name):+.1%})"
+            rows.append(
+                f"| {target.name} | {med(target, 'p50'):.3f}{added['p50']} | {med(target, 'p99'):.3f}{added['p99']} "
+                f"| {med(target, 'rps'):.0f} | {med(target, 'cpu'):.3f}{added['cpu']} "
+                f"| {med(target, 'redis_cpu'):.0f} | {med(target, 'p50_64'):.1f} | {med(target, 'p99_64'):.1f} "
+                f"| {sum(target.results['errors'])} |"
+            )
+        return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
+    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 1
+    bench = RedisBench(args)
+    try:
+        table = bench.run_all()
+    finally:
+        bench.close()
+    header = (
+        f"Redis-backed limits ({os.cpu_count()} CPUs{', single-worker gateways pinned to one CPU' if bench.proxy_cpus else ''}; "
+        f"{args.reps} interleaved repetitions, medians; python -m bench.gateway_redis{' --quick' if args.quick else ''})\n\n"
+    )
+    print(header + table)
+    if args.out:
+        Path(args.out).write_text(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
