@@ -30,8 +30,12 @@ class RedisBench(Bench):
     def start_redis(self) -> None:
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.redis_port = _free_port()
+        self.unix_socket = self.tmp / "redis.sock"
         self.redis = self.spawn(
-            [path, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                *(path, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *("--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"),
+            ],
             self.other_cpus,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -117,27 +121,97 @@ class RedisBench(Bench):
         return "\n".join(rows)
 
 
+def state_costs(redis_port: int, unix_socket: str | None, count: int) -> str:
+    """Per limited request, in this process: admit + add_tokens + release (all three limits) and admit alone
+    (rpm only), sequential, for MemoryState and RedisState; wall and CPU µs, medians of 3 runs."""
+    import asyncio
+
+    from llmrelay.server.redis_state import RedisState
+    from llmrelay.server.state import MemoryState, State
+
+    async def one_request(state: State, all_limits: bool) -> None:
+        if all_limits:
+            slot = await state.admit("bench", 10**9, 10**12, 10**5)
+            await state.add_tokens("bench", 20)
+            if slot is not None:
+                await state.release("bench", slot)
+        else:
+            await state.admit("bench", 10**9, None, None)
+
+    async def measure(state: State, all_limits: bool) -> tuple[float, float]:
+        for _ in range(200):
+            await one_request(state, all_limits)
+        runs = []
+        for _ in range(3):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(count):
+                await one_request(state, all_limits)
+            runs.append(((time.perf_counter() - wall) / count * 1e6, (time.process_time() - cpu) / count * 1e6))
+        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+    async def main() -> list[str]:
+        states: list[tuple[str, State]] = [("MemoryState", MemoryState())]
+        states.append(("RedisState, TCP loopback", RedisState(f"redis://127.0.0.1:{redis_port}/0")))
+        if unix_socket:
+            states.append(("RedisState, unix socket", RedisState(f"unix://{unix_socket}?db=0")))
+        rows = []
+        for name, state in states:
+            if isinstance(state, RedisState):
+                await state.connect()
+            every = await measure(state, True)
+            rpm = await measure(state, False)
+            rows.append(f"| {name} | {every[0]:.0f} | {every[1]:.0f} | {rpm[0]:.0f} | {rpm[1]:.0f} |")
+            await state.close()
+        return rows
+
+    try:
+        import uvloop
+
+        rows = uvloop.run(main())
+    except ImportError:
+        rows = asyncio.run(main())
+    return "\n".join(
+        [
+            "| state | rpm+tpm+max_concurrent: µs/request | CPU µs/request | rpm only: µs/request | CPU µs/request |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--state-only", action="store_true", help="only the in-process cost of each state")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps = 1
     bench = RedisBench(args)
     try:
-        table = bench.run_all()
+        if args.state_only:
+            bench.start_redis()
+            table = ""
+        else:
+            table = bench.run_all()
+        count = 500 if args.quick else 3000
+        costs = state_costs(bench.redis_port, str(bench.unix_socket), count)
     finally:
         bench.close()
+    costs_header = (
+        f"\n\nThe state alone, in one process (uvloop), {count} sequential requests, medians of 3 runs; the gateway "
+        "calls admit, add_tokens and release once each per request of a key with all three limits:\n\n"
+    )
     header = (
         f"Redis-backed limits ({os.cpu_count()} CPUs{', single-worker gateways pinned to one CPU' if bench.proxy_cpus else ''}; "
         f"{args.reps} interleaved repetitions, medians; python -m bench.gateway_redis{' --quick' if args.quick else ''})\n\n"
     )
-    print(header + table)
+    text = (header + table if table else "") + costs_header + costs
+    print(text)
     if args.out:
-        Path(args.out).write_text(header + table + "\n")
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -327,3 +327,26 @@ def test_slow_redis_adds_a_bounded_delay(redis: RedisServer) -> None:
             await a.close()
 
     run(main())
+
+
+def test_tokens_of_a_request_holding_a_slot_are_counted_with_its_release(redis: RedisServer) -> None:
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            slot = await a.admit("alice", None, 100, 4)
+            assert slot is not None
+            await a.add_tokens("alice", 70)
+            await a.add_tokens("alice", 30)
+            await a.release("alice", slot)  # one round trip: the slot back, 100 tokens counted
+            assert int(await a._redis.get(a._key("tpm-sum", "alice"))) == 100
+            assert await a._redis.zcard(a._key("slots", "alice")) == 0
+            assert (await limit_of(b.admit("alice", None, 100, 4))).limit == "tpm"
+            # Tokens still waiting for a release when the state closes are counted too.
+            slot = await a.admit("bob", None, 1000, 4)
+            await a.add_tokens("bob", 5)
+            await a.close()
+            assert int(await b._redis.get(b._key("tpm-sum", "bob"))) == 5
+        finally:
+            await closing(b)
+
+    run(main())

@@ -79,6 +79,14 @@ local function trim_tokens(zkey, sumkey, cutoff, ttl)
   end
   return used
 end
+local function add_tokens(zkey, sumkey, member, tokens, window)
+  local now = now_ms()
+  trim_tokens(zkey, sumkey, now - window, window + 1000)
+  redis.call('ZADD', zkey, now, member .. ':' .. tokens)
+  redis.call('INCRBY', sumkey, tokens)
+  redis.call('PEXPIRE', zkey, window + 1000)
+  redis.call('PEXPIRE', sumkey, window + 1000)
+end
 """
 
 # KEYS: rpm zset, tpm zset, tpm sum, slots zset. ARGV: rpm, tpm, max_concurrent (0 = none), member id,
@@ -124,12 +132,18 @@ return {0, 0}
 _ADD_TOKENS = (
     _LUA_COMMON
     + """
-local now, window = now_ms(), tonumber(ARGV[3])
-trim_tokens(KEYS[1], KEYS[2], now - window, window + 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1] .. ':' .. ARGV[2])
-redis.call('INCRBY', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], window + 1000)
-redis.call('PEXPIRE', KEYS[2], window + 1000)
+add_tokens(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))
+return 0
+"""
+)
+
+# KEYS: slots zset, tpm zset, tpm sum. ARGV: slot id, member id, tokens, window ms. A slot given back together
+# with the tokens its request used: one round trip at the end of a request instead of two.
+_RELEASE_WITH_TOKENS = (
+    _LUA_COMMON
+    + """
+redis.call('ZREM', KEYS[1], ARGV[1])
+add_tokens(KEYS[2], KEYS[3], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
 return 0
 """
 )
@@ -258,11 +272,13 @@ class RedisState:
         self._redis = aioredis.Redis(connection_pool=pool)
         self._admit = self._redis.register_script(_ADMIT)
         self._add_tokens = self._redis.register_script(_ADD_TOKENS)
+        self._release_with_tokens = self._redis.register_script(_RELEASE_WITH_TOKENS)
         self._renew = self._redis.register_script(_RENEW)
         self._failed = self._redis.register_script(_FAILED)
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid()}.{secrets.token_hex(4)}."
         self._held: dict[str, set[str]] = {}  # gateway key name -> Redis slot ids this process holds
+        self._tokens: dict[str, int] = {}  # gateway key name -> tokens to send with its next slot release
         self._down = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -385,29 +401,42 @@ class RedisState:
 
     async def release(self, key: str, slot: str) -> None:
         kind, _, slot_id = slot.partition(":")
+        tokens = self._tokens.pop(key, 0)
         if kind == "m":
             await self.inner.release(key, slot_id)
+            if tokens:
+                await self.inner.add_tokens(key, tokens)
             return
         held = self._held.get(key)
         if held is not None:
             held.discard(slot_id)
             if not held:
                 del self._held[key]
-        if self._down:
-            return  # Redis drops it by itself within the slot ttl
 
         async def shared() -> None:
-            await self._redis.zrem(self._key("slots", key), slot_id)
+            if tokens:
+                keys = [self._key("slots", key), self._key("tpm", key), self._key("tpm-sum", key)]
+                await self._release_with_tokens(keys=keys, args=[slot_id, self._new_id(), tokens, WINDOW_MS])
+            else:
+                await self._redis.zrem(self._key("slots", key), slot_id)
 
-        async def local() -> None:
-            return None
+        async def local() -> None:  # the slot: Redis drops it by itself within the slot ttl
+            if tokens:
+                await self.inner.add_tokens(key, tokens)
 
         await self._call(shared, local)
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         if tokens <= 0:
             return
+        if self._held.get(key) and not self._down:
+            # This process holds a slot of the key, so a release follows (the gateway counts an answer's tokens
+            # before it gives back the request's slot): the tokens go with it, in the same round trip.
+            self._tokens[key] = self._tokens.get(key, 0) + tokens
+            return
+        await self._send_tokens(key, tokens)
 
+    async def _send_tokens(self, key: str, tokens: int) -> None:
         async def shared() -> None:
             await self._add_tokens(
                 keys=[self._key("tpm", key), self._key("tpm-sum", key)], args=[self._new_id(), tokens, WINDOW_MS]
@@ -467,6 +496,9 @@ class RedisState:
     # ----------------------------------------------------------------------------- close
 
     async def close(self) -> None:
+        for key, tokens in list(self._tokens.items()):  # counted, whatever becomes of their slots
+            await self._send_tokens(key, tokens)
+        self._tokens.clear()
         self._closed = True
         tasks = [*self._tasks, *([self._renewer] if self._renewer is not None else [])]
         for task in tasks:
