@@ -202,6 +202,10 @@ def test_cooldown_started_by_one_replica_is_seen_by_the_other(redis: RedisServer
             assert await b.failed(target, 3, 30, None) is False
             await b.succeeded(target)  # a success anywhere ends the streak
             assert await a.failed(target, 3, 30, None) is False
+            assert await a.failed(target, 3, 30, None) is False
+            assert await b.cooling(target) == 0.0  # before an attempt: sees A's streak ...
+            await b.succeeded(target)  # ... so its success resets it, though B itself never failed
+            assert await a.failed(target, 3, 30, None) is False
             assert await b.failed(target, 3, 30, None) is False
             assert await a.failed(target, 3, 30, None) is True
             left = await b.cooling(target)

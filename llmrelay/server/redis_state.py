@@ -162,6 +162,11 @@ return 0
 """
 )
 
+# KEYS: cooldown, failure streak. Returns {ms of cooldown left (<= 0: none), 1 when a failure streak exists}.
+_COOLING = """
+return {redis.call('PTTL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
+"""
+
 # KEYS: failure streak, cooldown. ARGV: cooldown_after, cooldown ms, retry-after ms (0 = none), streak ttl ms.
 # Returns 1 when a cooldown started.
 _FAILED = """
@@ -275,10 +280,14 @@ class RedisState:
         self._release_with_tokens = self._redis.register_script(_RELEASE_WITH_TOKENS)
         self._renew = self._redis.register_script(_RENEW)
         self._failed = self._redis.register_script(_FAILED)
+        self._cooling = self._redis.register_script(_COOLING)
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid()}.{secrets.token_hex(4)}."
         self._held: dict[str, set[str]] = {}  # gateway key name -> Redis slot ids this process holds
         self._tokens: dict[str, int] = {}  # gateway key name -> tokens to send with its next slot release
+        # Targets that had a failure streak when this process last looked: only their success is sent to Redis
+        # (the gateway asks cooling() before each attempt, so a success after a streak elsewhere still resets it).
+        self._streaks: set[str] = set()
         self._down = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -448,13 +457,16 @@ class RedisState:
 
     async def cooling(self, target: str) -> float:
         async def shared() -> float:
-            left = await self._redis.pttl(self._key("cool", target))
+            left, streak = await self._cooling(keys=[self._key("cool", target), self._key("streak", target)])
+            if streak:
+                self._streaks.add(target)
             return left / 1000 if left > 0 else 0.0
 
         return await self._call(shared, lambda: self.inner.cooling(target))
 
     async def failed(self, target: str, cooldown_after: int, cooldown_s: float, retry_after: float | None) -> bool:
         async def shared() -> bool:
+            self._streaks.add(target)
             wait = _ms(retry_after) if retry_after is not None and retry_after > 0 else 0
             started = await self._failed(
                 keys=[self._key("streak", target), self._key("cool", target)],
@@ -465,7 +477,11 @@ class RedisState:
         return await self._call(shared, lambda: self.inner.failed(target, cooldown_after, cooldown_s, retry_after))
 
     async def succeeded(self, target: str) -> None:
+        if target not in self._streaks and not self._down:
+            return  # no failure streak when this process last looked (before the attempt): nothing to reset
+
         async def shared() -> None:
+            self._streaks.discard(target)
             await self._redis.delete(self._key("streak", target))
 
         await self._call(shared, lambda: self.inner.succeeded(target))
