@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,23 @@ if _TESTS_DIR not in sys.path:
 
 from redis_server import RedisServer  # noqa: E402
 from scripted_server import ScriptedServer  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI logs every exchange under XDG_DATA_HOME: point it (and LLMRELAY_LOGS) at a temp dir, never home."""
+    data_home = tmp_path_factory.mktemp("xdg-data")
+    saved = {name: os.environ.get(name) for name in ("XDG_DATA_HOME", "LLMRELAY_LOGS")}
+    os.environ["XDG_DATA_HOME"] = str(data_home)
+    os.environ["LLMRELAY_LOGS"] = str(data_home / "llmrelay" / "logs.db")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -408,12 +408,20 @@ class ScriptedServer:
     """Scripted HTTP/1.1 server on 127.0.0.1 (ephemeral port) in a background thread.
 
     Attributes read by tests: ``requests``, ``errors`` (handler exceptions, unscripted
-    requests, bad requests, event-loop errors), ``connections`` (TCP connections accepted).
+    requests, bad requests, event-loop errors), ``connections`` (TCP connections accepted),
+    ``served`` (requests received, also those ``max_records`` dropped from ``requests``).
+
+    ``max_records`` keeps only the last N requests in ``requests`` (None: all), so a soak
+    test can measure the client's memory without the server's records growing.
     """
 
-    def __init__(self, host: str = "127.0.0.1", ssl: ssl_module.SSLContext | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", ssl: ssl_module.SSLContext | None = None, max_records: int | None = None
+    ) -> None:
         self.host = host
         self.ssl = ssl  # a server-side context: serve HTTPS
+        self.max_records = max_records
+        self.served = 0
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.errors: list[str] = []
@@ -476,6 +484,7 @@ class ScriptedServer:
         self.requests.clear()
         self.errors.clear()
         self.connections = 0
+        self.served = 0
 
     # ---- scripting
 
@@ -591,6 +600,9 @@ class ScriptedServer:
         if req is None:
             return False
         self.requests.append(req)
+        self.served += 1
+        if self.max_records is not None and len(self.requests) > self.max_records:
+            del self.requests[: len(self.requests) - self.max_records]
         reply = self._choose(req)
         try:
             keep_alive = await self._send(reply, req, reader, writer)

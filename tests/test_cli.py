@@ -87,7 +87,7 @@ def test_chat_streams_the_exact_text_to_stdout(server) -> None:
     server.script(hello_stream())
     result = run(["chat", "-m", "test-model", "Hi"], server)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Hello, wörld \n  end ".encode()
+    assert result.stdout == "Hello, wörld \n  end \n".encode()  # a final line break: `| tee` keeps answers apart
     assert result.stderr == b""
     body = server.requests[0].json()
     assert body["messages"] == [{"role": "user", "content": "Hi"}]
@@ -115,7 +115,7 @@ def test_reasoning_goes_to_stderr_not_stdout(server) -> None:
     )
     result = run(["chat", "-m", "m", "Why?"], server)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"The answer."
+    assert result.stdout == b"The answer.\n"
     assert result.stderr == b"Let me think.\n"  # not a terminal: no colour codes
 
 
@@ -123,7 +123,7 @@ def test_prompt_from_stdin(server) -> None:
     server.script(json_reply(completion("ok")))
     result = run(["chat", "-m", "m"], server, input="from stdin — ünïcode\nsecond line\n".encode())
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"ok"
+    assert result.stdout == b"ok\n"
     assert server.requests[0].json()["messages"][-1]["content"] == "from stdin — ünïcode\nsecond line\n"
 
 
@@ -189,7 +189,7 @@ def test_no_stream(server) -> None:
     server.script(json_reply(completion("Whole answer.", usage=usage(2, 3))))
     result = run(["chat", "--no-stream", "-m", "m", "Hi"], server)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == b"Whole answer."
+    assert result.stdout == b"Whole answer.\n"
     body = server.requests[0].json()
     assert body["stream"] is False
     assert "stream_options" not in body
@@ -234,7 +234,7 @@ def test_usage_on_stderr(server) -> None:
     server.script(hello_stream())
     result = run(["chat", "-u", "-m", "m", "Hi"], server)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Hello, wörld \n  end ".encode()
+    assert result.stdout == "Hello, wörld \n  end \n".encode()  # a final line break: `| tee` keeps answers apart
     assert result.stderr.decode() == "tokens: 3 prompt + 4 completion = 7 total\n"
 
 

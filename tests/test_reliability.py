@@ -216,6 +216,29 @@ def test_bad_chunked_framing_in_process_keeps_the_timeout_promise(server: Script
     assert "not valid HTTP" in str(error)
 
 
+def test_bad_chunked_framing_through_a_socks_proxy_is_a_stream_error(server: ScriptedServer) -> None:
+    pytest.importorskip("aiohttp_socks")
+    from socks_proxy import Socks5Proxy
+
+    proxy = Socks5Proxy().start()
+    try:
+        server.script(bad_framing_after_headers())
+        provider = make_provider(server)
+
+        async def main() -> tuple[BaseException, list[str]]:
+            try:
+                await acollect(provider, stream=True, timeout=5, proxy=proxy.url)
+            except Exception as error:
+                return error, hook_problems(get_session(proxy.url).connector)
+            raise AssertionError("no error")
+
+        error, problems = run(main())
+    finally:
+        proxy.stop()
+    assert problems == []  # the SOCKS connector's connections use our protocol too
+    assert isinstance(error, StreamIncompleteError) and error.partial_text == "partial"
+
+
 # ------------------------------------------------------------ 3. one asyncio.run per call leaks nothing
 
 

@@ -5,7 +5,8 @@
   size that is not hex), aiohttp's C parser drops the body stream without ending it
   and cancels the idle-read timer, so a reader would wait forever.
 * :class:`Connector` — a ``TCPConnector`` whose connections use that protocol and
-  that tells the request code whether a request got a new connection.
+  that tells the request code whether a request got a new connection;
+  :func:`socks_connector` does the same for aiohttp-socks' connector.
 
 aiohttp is pinned ``<4``; :func:`hook_problems` lists what an aiohttp release
 changed under these hooks, and ``tests/test_transport.py`` fails loudly on it
@@ -22,7 +23,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["LAZY_TIMER", "Connector", "LazyReadTimeoutHandler", "hook_problems", "new_connection"]
+__all__ = ["LAZY_TIMER", "Connector", "LazyReadTimeoutHandler", "hook_problems", "new_connection", "socks_connector"]
 
 # Set when the connector opened a new connection for the request being sent (vs. reusing a pooled one).
 # Coroutines awaited in one task share its context, so the request code sees what the connector set.
@@ -103,16 +104,58 @@ class Connector(aiohttp.TCPConnector):
         return await super()._create_connection(req, traces, timeout)
 
 
-def hook_problems(connector: Connector | None = None) -> list[str]:
+_socks_connector_class: type[aiohttp.BaseConnector] | None = None
+_socks_handlers: dict[type, type] = {}
+
+
+def socks_connector(url: str) -> aiohttp.BaseConnector:
+    """aiohttp-socks' ``ProxyConnector`` for ``url``, with the same two hooks as :class:`Connector`.
+
+    aiohttp-socks builds each connection's protocol itself (a ``ResponseHandler`` subclass of its
+    own), so the protocol is given :class:`LazyReadTimeoutHandler`'s behaviour by moving it to a
+    subclass of both once it exists.
+    """
+    global _socks_connector_class
+    if _socks_connector_class is None:
+        from aiohttp_socks import ProxyConnector
+
+        class SocksConnector(ProxyConnector):
+            async def _connect_via_proxy(self, *args: Any, **kwargs: Any) -> Any:
+                transport, protocol = await super()._connect_via_proxy(*args, **kwargs)
+                if LAZY_TIMER and not isinstance(protocol, LazyReadTimeoutHandler):
+                    protocol.__class__ = _lazy_variant(type(protocol))
+                return transport, protocol
+
+            async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+                new_connection.set(True)
+                return await super()._create_connection(req, traces, timeout)
+
+        _socks_connector_class = SocksConnector
+    return _socks_connector_class.from_url(url, limit=0, limit_per_host=0)  # type: ignore[attr-defined]
+
+
+def _lazy_variant(handler_class: type) -> type:
+    variant = _socks_handlers.get(handler_class)
+    if variant is None:
+        variant = _socks_handlers[handler_class] = type(
+            f"Lazy{handler_class.__name__}", (LazyReadTimeoutHandler, handler_class), {}
+        )
+    return variant
+
+
+def hook_problems(connector: aiohttp.BaseConnector | None = None) -> list[str]:
     """What this aiohttp no longer offers to the hooks above (empty when they all work).
 
-    With ``connector`` (a live :class:`Connector`), also checks that its connections are built
+    With ``connector`` (a live connector of the pool), also checks that its connections are built
     with :class:`LazyReadTimeoutHandler` and carry the private attributes it relies on.
     """
     problems = [f"ResponseHandler.{name} is gone" for name in _HANDLER_METHODS if not hasattr(ResponseHandler, name)]
     if not hasattr(aiohttp.TCPConnector, "_create_connection"):
         problems.append("TCPConnector._create_connection is gone")
-    if connector is not None:
+    if connector is not None and _socks_connector_class is not None and isinstance(connector, _socks_connector_class):
+        if not hasattr(connector, "_connect_via_proxy"):
+            problems.append("aiohttp-socks' ProxyConnector._connect_via_proxy is gone")
+    elif connector is not None:
         factory = getattr(connector, "_factory", None)
         if not isinstance(factory, functools.partial) or factory.func is not LazyReadTimeoutHandler:
             problems.append(f"the connector's protocol factory is {factory!r}, not LazyReadTimeoutHandler")

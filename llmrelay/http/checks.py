@@ -53,21 +53,29 @@ def check_headers(headers: object, name: str = "headers") -> None:
     an HTTP token (a ``:``, a space, a control character) and a value with a line break or other
     control character.
     """
-    if not isinstance(headers, Mapping):
+    if type(headers) is not dict and not isinstance(headers, Mapping):
         raise TypeError(f"{name} must be a mapping like {{'X-Name': 'value'}}, not {type(headers).__name__}")
     for field, value in headers.items():
-        if not isinstance(field, str):
-            raise TypeError(f"{name}: header names must be strings, not {type(field).__name__} {field!r:.40}")
-        if not _TOKEN.fullmatch(field):
-            raise ValueError(
-                f"{name}: {field!r:.60} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
-            )
-        if value is None:
-            continue
+        if field not in _good_names:
+            _check_name(field, name)
+        if value is None or (type(value) is str and value.isprintable()):
+            continue  # the common case, fast; tabs and the rest are looked at below
         if not isinstance(value, str):
             raise TypeError(f"{name}: the value of {field!r} must be a string, not {type(value).__name__}")
         if _BAD_VALUE.search(value):
             raise ValueError(f"{name}: the value of {field!r} has a line break or another control character")
+
+
+_good_names: set[str] = set()  # header names already checked (they repeat on every request)
+
+
+def _check_name(field: object, name: str) -> None:
+    if not isinstance(field, str):
+        raise TypeError(f"{name}: header names must be strings, not {type(field).__name__} {field!r:.40}")
+    if not _TOKEN.fullmatch(field):
+        raise ValueError(f"{name}: {field!r:.60} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+    if len(_good_names) < 1024:
+        _good_names.add(field)
 
 
 def check_api_key(value: object, source: str = "api_key") -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import MissingRequirementsError
-from ._aiohttp_hooks import Connector
+from ._aiohttp_hooks import Connector, socks_connector
 
 __all__ = ["close_sessions", "get_session"]
 
@@ -80,10 +80,10 @@ def _make_session(socks_proxy: str | None, impersonate: str | None) -> Any:
         return AsyncSession(impersonate=impersonate, proxy=socks_proxy)
     if socks_proxy:
         try:
-            from aiohttp_socks import ProxyConnector
+            import aiohttp_socks  # noqa: F401
         except ImportError:
             raise MissingRequirementsError("a SOCKS proxy needs aiohttp-socks: pip install 'llmrelay[socks]'") from None
-        connector: aiohttp.BaseConnector = ProxyConnector.from_url(socks_proxy, limit=0, limit_per_host=0)
+        connector: aiohttp.BaseConnector = socks_connector(socks_proxy)
     else:
         connector = Connector(limit=0, limit_per_host=0, ttl_dns_cache=300)
     return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)

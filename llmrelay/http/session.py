@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import ssl as ssl_module
 import time
@@ -127,6 +128,8 @@ class Response:
 
 # ------------------------------------------------------------------- requests
 
+_checked_url = functools.lru_cache(maxsize=256)(check_url)  # URLs repeat: check each once
+
 _timeouts: OrderedDict[tuple[float | None, float | None], aiohttp.ClientTimeout] = OrderedDict()
 
 
@@ -204,7 +207,7 @@ async def open_response(
     total = check_timeout("total_timeout", total_timeout)
     failure: Exception | None = None
     try:
-        check_url(url)
+        _checked_url(url)
     except ValueError as error:
         failure = ValueError(redact(str(error), secrets))
     else:
@@ -315,6 +318,16 @@ async def _open_aiohttp(
     )
 
 
+# aiohttp >= 3.10 names these; on 3.9 they are plain InvalidURL errors
+_REDIRECT_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(aiohttp, name) for name in ("RedirectClientError",) if hasattr(aiohttp, name)
+)
+_INVALID_URL_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.InvalidURL,
+    *(getattr(aiohttp, name) for name in ("NonHttpUrlClientError",) if hasattr(aiohttp, name)),
+)
+
+
 def _request_error(
     error: Exception,
     url: str,
@@ -337,6 +350,9 @@ def _request_error(
         else:
             reason = f"no answer within timeout={timeout} s"
         return TimeoutError(f"{_host(url)}: {reason}", provider=provider)
+    if isinstance(error, (aiohttp.TooManyRedirects, *_REDIRECT_ERRORS)):
+        where = "too many redirects" if isinstance(error, aiohttp.TooManyRedirects) else "a redirect to an invalid URL"
+        return ResponseError(f"the answer from {_host(url)} was {where}", provider=provider)
     if isinstance(error, aiohttp.ClientResponseError) and not isinstance(error, aiohttp.ClientHttpProxyError):
         # Bytes came back, so the request reached the server: not a connection failure, never sent again.
         # (The error's status is aiohttp's own 400 for a parser error, not the server's.)
@@ -344,7 +360,7 @@ def _request_error(
             redact(f"the answer from {_host(url)} is not valid HTTP: {_parser_reason(error)}", secrets),
             provider=provider,
         )
-    if isinstance(error, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+    if isinstance(error, _INVALID_URL_ERRORS):
         return ValueError(redact(f"invalid URL {url!r}: {type(error).__name__}", secrets))
     if isinstance(error, ValueError):
         # Bad input aiohttp refused before sending (a header with a line break, a bad proxy URL).

@@ -13,7 +13,7 @@ Error messages never quote a URL's query or user info: a key may sit there.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import functools
 
 __all__ = ["check_api_base", "check_url", "join_url"]
 
@@ -48,14 +48,31 @@ def check_url(url: object, name: str = "url") -> str:
         raise ValueError(f"{name} {_shown(url)!r}: unsupported scheme {scheme!r}; use http:// or https://")
     if "#" in url:
         raise ValueError(f"{name} {_shown(url)!r} has a #fragment, which is never sent to a server; remove it")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError as error:
-        raise ValueError(f"{name} {_shown(url)!r} is not a valid URL: {error}") from None
-    if not parts.hostname:
-        raise ValueError(f"{name} {_shown(url)!r} has no host")
+    problem = _authority_problem(url[len(scheme) + 3 :].partition("/")[0].partition("?")[0])
+    if problem:
+        raise ValueError(f"{name} {_shown(url)!r} is not a valid URL: {problem}")
     return url
+
+
+def _authority_problem(authority: str) -> str | None:
+    """What is wrong with ``[user@]host[:port]``, if anything (plain string work: this runs on every request)."""
+    host = authority.rpartition("@")[2]
+    port = ""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return "an IPv6 host without its closing ']'"
+        host, port = host[: end + 1], host[end + 1 :]
+        if port and not port.startswith(":"):
+            return "text after the IPv6 host"
+        port = port[1:]
+    elif ":" in host:
+        host, _, port = host.partition(":")
+    if not host:
+        return "no host"
+    if port and not (port.isdigit() and port.isascii() and 0 < int(port) <= 65535):
+        return "the port must be a number from 1 to 65535"
+    return None
 
 
 def check_api_base(url: object) -> str:
@@ -71,6 +88,7 @@ def check_api_base(url: object) -> str:
     return f"{head}{question}{query}"
 
 
+@functools.lru_cache(maxsize=512)  # a pure function called on every request with the same few arguments
 def join_url(base: str, path: str) -> str:
     """``path`` (``"chat/completions"``, may carry its own query) joined under ``base``, before its query.
 

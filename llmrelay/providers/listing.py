@@ -40,6 +40,8 @@ def _key(api_base: str, api_key: str | None) -> tuple[str, str]:
 
 def cached_listing(api_base: str, api_key: str | None) -> Listing | None:
     """The listing cached for this base URL and key, if it has not expired."""
+    if not _cache:  # the common case for chat calls: nothing listed in this process
+        return None
     key = _key(api_base, api_key)
     with _lock:
         entry = _cache.get(key)

@@ -23,16 +23,27 @@ import atexit
 import importlib.util
 import json
 import os
+import re
+import secrets
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any, BinaryIO, ClassVar, TextIO
 
-from ..errors import MissingRequirementsError, ModelNotFoundError, RelayError
+from ..errors import (
+    ContextLengthError,
+    MissingRequirementsError,
+    ModelNotFoundError,
+    RelayError,
+    StreamIncompleteError,
+    UnsupportedParameterError,
+)
+from ..typing import AsyncResult, Messages
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -43,7 +54,9 @@ __all__ = [
     "adapt_body",
     "LocalServer",
     "Local",
+    "Spinner",
     "build_config",
+    "context_length",
     "check_requirements",
     "find_model_path",
     "get_server",
@@ -80,11 +93,12 @@ _SERVER_MODULES = {
 # config file; an inherited PORT or HOST would make it listen somewhere else.
 _SERVER_ENV_OVERRIDES = ("CONFIG_FILE", "HOST", "PORT")
 
-# Run in the child as `python -c _BOOTSTRAP PARENT_PID NO_EXTRA_BUFTS --config_file F`.
+# Run in the child as `python -c _BOOTSTRAP PARENT_PID NO_EXTRA_BUFTS FILES --config_file F`.
 # It is `python -m llama_cpp.server` plus two things:
 # * a watchdog thread that exits when the parent dies (atexit does not run on
 #   SIGKILL/SIGTERM, and the server runs in its own session so a Ctrl-C in the
-#   user's terminal does not kill it);
+#   user's terminal does not kill it), removing the parent's temp FILES (the
+#   config and log, os.pathsep-separated) first;
 # * optionally llama.cpp's "extra buffer types" switched off.  On CPUs that
 #   advertise AMX, ggml routes quantized matmuls through its AMX kernels, which
 #   die with SIGILL (tileloadd, exit code 132) on some VMs - measured here on a
@@ -95,9 +109,15 @@ _BOOTSTRAP = r"""
 import os, runpy, sys, threading, time
 parent = int(sys.argv.pop(1))
 no_extra_bufts = sys.argv.pop(1) == "1"
+owned_files = sys.argv.pop(1).split(os.pathsep)
 def _watchdog():
     while os.getppid() == parent:
         time.sleep(1.0)
+    for name in owned_files:  # the parent died without stopping us: its temp files are ours to remove
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
     os._exit(0)
 threading.Thread(target=_watchdog, name="llmrelay-watchdog", daemon=True).start()
 if no_extra_bufts:
@@ -176,6 +196,94 @@ def find_model_path() -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- GGUF metadata
+
+GGUF_MAGIC = b"GGUF"
+MAX_N_CTX = 8192
+"""Largest context the server is given (its KV cache grows with it): a model that supports more gets this."""
+FALLBACK_N_CTX = 2048
+"""llama.cpp's own default, used when the file names no context length."""
+
+# GGUF value types: fixed-size scalars by struct format; 8 is a string, 9 an array.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+class _GGUFReader:
+    """Just enough of the GGUF header format to read scalar metadata without loading the model."""
+
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        self.file = file
+        self.path = path
+
+    def read(self, size: int) -> bytes:
+        data = self.file.read(size)
+        if len(data) != size:
+            raise RelayError(f"{self.path} is not a valid GGUF model file (its header is cut short)")
+        return data
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack("<" + fmt, self.read(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        return self.read(self.unpack("Q")).decode("utf-8", "replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return self.unpack(_GGUF_SCALARS[kind])
+        if kind == _GGUF_STRING:
+            return self.string()
+        if kind == _GGUF_ARRAY:
+            item_kind, count = self.unpack("I"), self.unpack("Q")
+            if item_kind in _GGUF_SCALARS:  # skipped, not read: token tables are large
+                self.file.seek(count * struct.calcsize(_GGUF_SCALARS[item_kind]), os.SEEK_CUR)
+            else:
+                for _ in range(count):
+                    self.value(item_kind)
+            return None
+        raise RelayError(f"{self.path} is not a valid GGUF model file (unknown metadata type {kind})")
+
+
+def gguf_metadata(path: str | os.PathLike[str], wanted: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Scalar metadata of a GGUF file (arrays are skipped), read from its header only.
+
+    With ``wanted``, reading stops once those keys (``{arch}`` stands for
+    ``general.architecture``) were seen. Raises RelayError naming the file when
+    it is not GGUF.
+    """
+    file_path = Path(path)
+    try:
+        with open(file_path, "rb") as file:
+            reader = _GGUFReader(file, file_path)
+            if file.read(4) != GGUF_MAGIC:
+                raise RelayError(f"{file_path} is not a GGUF model file (it does not start with 'GGUF')")
+            version = reader.unpack("I")
+            if version < 2:
+                raise RelayError(f"{file_path} is GGUF version {version}; llama.cpp needs version 2 or later")
+            reader.unpack("Q")  # tensor count
+            count = reader.unpack("Q")
+            found: dict[str, Any] = {}
+            for _ in range(count):
+                key = reader.string()
+                found[key] = reader.value(reader.unpack("I"))
+                arch = found.get("general.architecture")
+                keys = [name.replace("{arch}", str(arch)) for name in wanted]
+                if wanted and arch is not None and all(name in found for name in keys):
+                    break
+            return found
+    except OSError as error:
+        raise RelayError(f"cannot read the model file {file_path}: {error.strerror or error}") from None
+
+
+def context_length(path: str | os.PathLike[str]) -> int:
+    """The context size to serve the model with: its trained length from the GGUF metadata, at most MAX_N_CTX."""
+    metadata = gguf_metadata(path, ("general.architecture", "{arch}.context_length"))
+    length = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    if not isinstance(length, int) or length <= 0:
+        return FALLBACK_N_CTX
+    return min(length, MAX_N_CTX)
+
+
 def _cpu_has_amx() -> bool:
     """True if the CPU advertises AMX (Linux /proc/cpuinfo)."""
     try:
@@ -188,10 +296,13 @@ def _cpu_has_amx() -> bool:
     return False
 
 
-def build_config(model_path: str | os.PathLike[str], port: int, host: str = HOST) -> dict[str, Any]:
-    """The llama_cpp.server ``--config_file`` content: two aliases of one GGUF."""
+def build_config(
+    model_path: str | os.PathLike[str], port: int, host: str = HOST, n_ctx: int | None = None
+) -> dict[str, Any]:
+    """The llama_cpp.server ``--config_file`` content: two aliases of one GGUF (``n_ctx`` from its metadata)."""
     common: dict[str, Any] = {
         "model": str(model_path),
+        "n_ctx": context_length(model_path) if n_ctx is None else n_ctx,
         "n_threads": 1,
         "n_threads_batch": 1,
         "logits_all": False,
@@ -305,7 +416,7 @@ class LocalServer:
         return f"<LocalServer {self.base_url} pid={self.pid} {state}>"
 
 
-class _Spinner:
+class Spinner:
     """A one-line spinner on an interactive stderr; erased when done."""
 
     def __init__(self, text: str, stream: TextIO | None) -> None:
@@ -366,12 +477,47 @@ def _models_answer(port: int, timeout: float = 2.0) -> bool:
         conn.close()
 
 
+TEMP_PREFIX = "llmrelay-local-"
+"""Temp files are ``{TEMP_PREFIX}{owner pid}-*.json|.log``: a later run removes those of dead owners."""
+
+
+def _sweep_stale_files() -> None:
+    """Remove temp files left by runs whose process and server both died (e.g. SIGKILL of both)."""
+    directory = Path(tempfile.gettempdir())
+    try:
+        names = list(directory.glob(f"{TEMP_PREFIX}*-*"))
+    except OSError:
+        return
+    for path in names:
+        owner = path.name[len(TEMP_PREFIX) :].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid() or _pid_alive(int(owner)):
+            continue
+        try:
+            if path.stat().st_uid == os.getuid() and path.suffix in (".json", ".log"):
+                path.unlink()
+        except (OSError, AttributeError):
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _spawn(model_path: Path, port: int) -> LocalServer:
     """Start the child process (returns at once; the model is still loading)."""
-    fd, config_name = tempfile.mkstemp(prefix="llmrelay-local-", suffix=".json")
+    config = build_config(model_path, port)
+    _sweep_stale_files()
+    prefix = f"{TEMP_PREFIX}{os.getpid()}-"
+    fd, config_name = tempfile.mkstemp(prefix=prefix, suffix=".json")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(build_config(model_path, port), f)
-    log_file = tempfile.NamedTemporaryFile(prefix="llmrelay-local-", suffix=".log", delete=False)
+        json.dump(config, f)
+    log_file = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".log", delete=False)
     env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV_OVERRIDES}
     env["PYTHONUNBUFFERED"] = "1"  # so the log tail is current when we need it
     command = [
@@ -380,6 +526,7 @@ def _spawn(model_path: Path, port: int) -> LocalServer:
         _BOOTSTRAP,
         str(os.getpid()),
         "1" if _cpu_has_amx() else "0",
+        os.pathsep.join((config_name, log_file.name)),
         "--config_file",
         config_name,
     ]
@@ -400,6 +547,18 @@ def _spawn(model_path: Path, port: int) -> LocalServer:
     finally:
         log_file.close()  # the child has its own copy of the descriptor
     return LocalServer(process, port, model_path, Path(log_file.name), Path(config_name))
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception)\b:?.*")
+
+
+def failure_reason(log: str, code: int | None = None) -> str:
+    """The line of a server log that says why it failed (the last exception line), else its exit code."""
+    for line in reversed(log.splitlines()):
+        line = line.strip()
+        if _EXCEPTION_LINE.match(line):
+            return line
+    return f"it exited with code {code}" if code is not None else "no reason in its log"
 
 
 def start_server(
@@ -424,7 +583,7 @@ def start_server(
     if spinner is None:
         spinner = _stderr_is_tty()
     name = DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
-    spin = _Spinner(f"Starting local model {name}", sys.stderr if spinner else None)
+    spin = Spinner(f"Starting local model {name}", sys.stderr if spinner else None)
     t0 = time.monotonic()
     deadline = t0 + timeout
     try:
@@ -440,7 +599,7 @@ def start_server(
                         if attempt < 2 and "address already in use" in tail.lower():
                             break  # retry on another port
                         raise RelayError(
-                            f"the local model server exited with code {code} while starting "
+                            f"the local model server could not start: {failure_reason(tail, code)} "
                             f"(model {path}); its last log lines:\n{tail}"
                         )
                     if _models_answer(server.port):
@@ -512,6 +671,52 @@ def shutdown_server() -> None:
 
 
 SERVED_MODELS = (DEFAULT_ALIAS, TOOLS_ALIAS)
+OVERFLOW_LOG_POLLS = 20  # × POLL_INTERVAL: how long an empty stream waits for the server's log to explain it
+_CONTEXT_OVERFLOW = re.compile(r"Requested tokens \(\d+\) exceed context window of \d+")
+
+
+def model_display_name() -> str:
+    """``SmolLM2-135M`` for the bundled model, else the GGUF file's stem."""
+    override = os.environ.get(MODEL_ENV, "").strip()
+    return Path(override).stem if override else DEFAULT_DISPLAY_NAME
+
+
+def _has_media(messages: Any) -> bool:
+    """True if a message holds a content part that is not text (an image or audio)."""
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type", "text") != "text" for part in content
+        ):
+            return True
+    return False
+
+
+def _log_size(server: LocalServer | None) -> int:
+    if server is None:
+        return 0
+    try:
+        return server.log_path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _context_overflow(server: LocalServer | None, offset: int) -> str | None:
+    """llama.cpp's "Requested tokens (N) exceed context window of M" if the server logged it after ``offset``."""
+    if server is None:
+        return None
+    try:
+        with open(server.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read(1024 * 1024).decode("utf-8", "replace")
+    except OSError:
+        text = server.log_tail(200)
+    found = _CONTEXT_OVERFLOW.findall(text)
+    return found[-1] if found else None
+
+
 TOOLS_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
@@ -619,7 +824,11 @@ class Local(OpenaiTemplate):
 
     @classmethod
     def prepare_body(cls, body: dict[str, Any]) -> dict[str, Any]:
-        """Reject unknown models, route forced tool calls, adapt llama.cpp quirks (see adapt_body)."""
+        """Reject unknown models and images, route forced tool calls, adapt llama.cpp quirks (see adapt_body).
+
+        Without a ``seed``, a random one is sent: llama_cpp.server otherwise seeds
+        every request the same, so a prompt always got the same answer.
+        """
         body = adapt_body(super().prepare_body(body))
         model = body.get("model")
         # llama_cpp.server answers 200 with the default model for any unknown id.
@@ -628,4 +837,41 @@ class Local(OpenaiTemplate):
                 f"the local server has no model {model!r}; it serves {', '.join(SERVED_MODELS)}",
                 provider=cls.get_name(),
             )
+        if _has_media(body.get("messages")):
+            raise UnsupportedParameterError(
+                f"the local model ({model_display_name()}) cannot read images or audio; use a provider with a "
+                "vision model, e.g. -p openai (gpt-4.1-mini) or -p gemini (gemini-2.5-flash)",
+                provider=cls.get_name(),
+            )
+        if body.get("seed") is None:
+            body["seed"] = secrets.randbelow(2**31)
         return body
+
+    @classmethod
+    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
+        """The template's stream, plus one llama.cpp quirk: a prompt longer than the context gets a 200
+        ``text/event-stream`` with an empty body (the server's error goes to its log), which becomes
+        ``ContextLengthError`` here."""
+        server = running_server()
+        log_offset = _log_size(server)
+        started = False
+        try:
+            async for item in super().create_async_generator(model, messages, **kwargs):
+                started = True
+                yield item
+        except StreamIncompleteError as error:
+            if started or error.partial_text:
+                raise
+            server = running_server() or server
+            offset = log_offset if server is not None and server is running_server() else 0
+            reason = None
+            for _ in range(OVERFLOW_LOG_POLLS):  # the server logs the error just after it closes the stream
+                reason = _context_overflow(server, offset)
+                if reason is not None or server is None:
+                    break
+                await asyncio.sleep(POLL_INTERVAL)
+            if reason is None:
+                raise
+            raise ContextLengthError(
+                f"the prompt does not fit the local model's context ({reason})", provider=cls.get_name()
+            ) from None

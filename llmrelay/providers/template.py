@@ -99,6 +99,20 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         return _checked_base(base) if isinstance(base, str) else check_api_base(base)
 
     @classmethod
+    def _base_and_key(cls, api_base: str | None, api_key: str | None) -> tuple[str, str | None]:
+        """The base URL and key of one call, checked; a key that sits in a bad URL is not quoted back."""
+        api_key = cls.get_api_key(api_key)
+        failure: ValueError | TypeError | None = None
+        try:
+            base = cls.get_api_base(api_base)
+        except (ValueError, TypeError) as error:
+            failure = error
+        if failure is not None:  # raised out here, so no exception quoting the URL hangs on as __context__
+            raise type(failure)(redact(str(failure), (api_key,) if isinstance(api_key, str) else ()))
+        cls.check_auth(api_key)
+        return base, api_key
+
+    @classmethod
     def get_api_key_env(cls) -> str:
         """The environment variable holding this provider's key."""
         if cls.api_key_env:
@@ -182,9 +196,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     ) -> list[str]:
         """The async twin of :meth:`get_models` (``headers``: extra request headers, as for a chat call)."""
         await cls.prepare()
-        base = cls.get_api_base(api_base)
-        api_key = cls.get_api_key(api_key)
-        cls.check_auth(api_key)
+        base, api_key = cls._base_and_key(api_base, api_key)
         cached = cached_listing(base, api_key)
         if cached is not None:
             return cls._listed(cached.models)
@@ -290,15 +302,10 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             )
         await cls.prepare()
         endpoint = api_endpoint or cls.api_endpoint
-        try:
-            base = cls.get_api_base(api_base)
-        except ValueError:
-            if not endpoint:
-                raise
+        if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
-            base = endpoint.rstrip("/").removesuffix("/chat/completions")
-        api_key = cls.get_api_key(api_key)
-        cls.check_auth(api_key)
+            api_base = endpoint.rstrip("/").removesuffix("/chat/completions")
+        base, api_key = cls._base_and_key(api_base, api_key)
         model = cls.get_model(model, has_media=bool(media), api_key=api_key, api_base=base)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         request = cls._request_options(api_key, proxy, timeout, total_timeout, impersonate)
@@ -399,9 +406,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         """
         extra_data = _mapping("extra_data", extra_data)
         await cls.prepare()
-        base = cls.get_api_base(api_base)
-        api_key = cls.get_api_key(api_key)
-        cls.check_auth(api_key)
+        base, api_key = cls._base_and_key(api_base, api_key)
         model = model or cls.default_image_model or next(iter(cls.image_models), "")
         if not model:
             raise ValueError(f"{cls.get_name()}: no image model given and none known for this provider: pass model=")

@@ -42,6 +42,16 @@ class Entry:
         self.cache: str | None = None
 
 
+def _word(value: str | None) -> str:
+    """A value as one word of the text log: ``-`` when missing, JSON-quoted when it has spaces or control
+    characters (a caller's model name must not forge a log line)."""
+    if not value:
+        return "-"
+    if value.isprintable() and " " not in value and '"' not in value:
+        return value
+    return orjson.dumps(value).decode()
+
+
 class AccessLog:
     def __init__(self, log_format: str = "text", stream: TextIO | None = None) -> None:
         if log_format not in ("text", "json", "off"):
@@ -82,10 +92,10 @@ class AccessLog:
             line = orjson.dumps(record).decode() + "\n"
         else:
             line = (
-                f"{self._now()} {entry.method} {entry.path} {entry.status} {duration * 1000:.1f}ms"
-                f" key={entry.key or '-'} route={entry.route or '-'} provider={entry.provider or '-'}"
-                f" model={entry.model or '-'} tokens={'-' if entry.tokens is None else entry.tokens}"
-                f" request_id={entry.request_id}{' cache=' + entry.cache if entry.cache else ''}\n"
+                f"{self._now()} {entry.method} {_word(entry.path)} {entry.status} {duration * 1000:.1f}ms"
+                f" key={_word(entry.key)} route={_word(entry.route)} provider={_word(entry.provider)}"
+                f" model={_word(entry.model)} tokens={'-' if entry.tokens is None else entry.tokens}"
+                f" request_id={_word(entry.request_id)}{' cache=' + entry.cache if entry.cache else ''}\n"
             )
         stream = self.stream or sys.stderr
         try:

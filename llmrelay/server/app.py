@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -89,6 +90,14 @@ def _request_id(request: web.Request) -> str:
     if given and len(given) <= 200 and given.isprintable() and given.strip() == given:
         return given
     return f"req-{_ID_PREFIX}{next(_ids):x}"
+
+
+def _header_value(value: str) -> str:
+    """A name as a header value: as it is when printable ASCII, else percent-encoded (a line break in a model
+    name must not break, or forge, the response head)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe="/:@-._~ ")
 
 
 def _encode(item: Any) -> list[Any]:
@@ -215,9 +224,9 @@ class Gateway:
     def _headers(self, entry: Entry) -> dict[str, str]:
         headers = {"x-request-id": entry.request_id}
         if entry.provider:
-            headers["x-llmrelay-provider"] = entry.provider
+            headers["x-llmrelay-provider"] = _header_value(entry.provider)
         if entry.model:
-            headers["x-llmrelay-model"] = entry.model
+            headers["x-llmrelay-model"] = _header_value(entry.model)
         if entry.cache:
             headers["x-llmrelay-cache"] = entry.cache
         return headers

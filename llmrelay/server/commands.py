@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         return _fail(f"--port must be 0-65535, not {port}")
     if args.workers < 1:
-        return _fail(f"--workers must be 1 or more, not {args.workers}")
+        return _fail(f"--workers must be at least 1, not {args.workers}")
     from .serve import is_loopback, run
 
     if not is_loopback(host) and not config.keys and not args.insecure_no_auth:

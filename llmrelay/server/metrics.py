@@ -14,6 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MAX_SERIES = 5000
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, float("inf"))
 
 
@@ -62,6 +63,11 @@ class Metrics:
         return child
 
     def request(self, route: str, provider: str, model: str, status: int) -> None:
+        if (
+            len(self._children) > MAX_SERIES
+            and (id(self.requests), route, provider, model, str(status)) not in self._children
+        ):
+            model = "_other"  # callers choose model names: bound the number of series they can create
         self._child(self.requests, (route, provider, model, str(status))).inc()
 
     def add_tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:

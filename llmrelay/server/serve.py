@@ -57,6 +57,7 @@ async def serve(
     stderr: TextIO | None = None,
     stop: asyncio.Event | None = None,
     sock: Any = None,
+    announce: bool = True,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
     (up to ``drain_timeout_s``) while no new connection is accepted."""
@@ -77,8 +78,9 @@ async def serve(
         await site.start()
         server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-        stderr.write(startup_line(gateway.config, host, bound) + "\n")
-        stderr.flush()
+        if announce:
+            stderr.write(startup_line(gateway.config, host, bound) + "\n")
+            stderr.flush()
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):

@@ -106,10 +106,9 @@ def unshared_warning(workers: int, redis_url: str | None, limited_keys: Sequence
     """The warning for ``--workers N`` with key limits but no Redis: each worker counts on its own."""
     if workers <= 1 or redis_url or not limited_keys:
         return None
-    names = ", ".join(limited_keys)
     return (
-        f"warning: without [server] redis_url each of the {workers} workers keeps its own rpm/tpm/max_concurrent "
-        f"counters (keys: {names}), so a key gets up to {workers}x its limits; set redis_url to share them"
+        f"warning: {workers} workers without redis_url: each worker keeps its own rpm / tpm / max_concurrent "
+        f"counters (a key gets up to {workers} times its limits; keys: {', '.join(limited_keys)})"
     )
 
 
@@ -291,10 +290,8 @@ def _status(code: int) -> str:
 
 
 def _with_workers(line: str, workers: int) -> str:
-    """The workers' startup line, saying how many there are: ``… (providers: …; routes: …; workers: 3)``."""
-    if line.endswith(")"):
-        return f"{line[:-1]}; workers: {workers})"
-    return f"{line} (workers: {workers})"
+    """The workers' startup line, saying how many there are: ``llmrelay gateway on … (…) [3 workers]``."""
+    return f"{line} [{workers} workers]"
 
 
 def reserve_port(host: str) -> tuple[socket.socket, int]:

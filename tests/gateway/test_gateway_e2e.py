@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import shutil
 import signal
+import subprocess
 
 import aiohttp
 import openai
@@ -168,4 +170,47 @@ def test_signal_drains_a_stream_in_flight(server: ScriptedServer, spawn_gateway,
 def test_insecure_no_auth_allows_all_interfaces(spawn_gateway) -> None:
     gw = spawn_gateway("", "--host", "0.0.0.0", "--insecure-no-auth")
     assert "llmrelay gateway on http://0.0.0.0:" in gw.lines[0] and "routes: none" in gw.lines[0]
+    assert gw.terminate() == 0
+
+
+def test_workers_share_one_port_and_stop_together(server: ScriptedServer, spawn_gateway) -> None:
+    gw = spawn_gateway(KEYS.replace('"\n', '"\nrpm = 100\n', 1), "--workers", "2")
+    assert any("each worker keeps its own" in line for line in gw.lines)
+    assert "[2 workers]" in gw.lines[-1]
+    client = openai.OpenAI(base_url=gw.base, api_key=KEY, max_retries=0)
+    for number in range(4):
+        server.script(json_reply(completion(f"answer {number}")))
+    answers = [
+        client.chat.completions.create(model="up/a", messages=[{"role": "user", "content": "Hi"}]).choices[0]
+        for _ in range(4)
+    ]
+    assert sorted(choice.message.content for choice in answers) == [f"answer {n}" for n in range(4)]
+    client.close()
+    assert gw.terminate() == 0
+
+
+def test_curl_streams_and_errors(server: ScriptedServer, spawn_gateway) -> None:
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    gw = spawn_gateway()
+    server.script(sse_reply(chunk("Hi"), chunk(" there"), chunk(finish_reason="stop"), "[DONE]"))
+    body = json.dumps({"model": "up/a", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
+    done = subprocess.run(
+        [curl, "-sN", "-D", "-", gw.base + "/chat/completions", "-H", "Content-Type: application/json", "-d", body],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    head, _, events = done.stdout.partition("\n\n")  # (text mode turned CRLF into LF)
+    assert head.startswith("HTTP/1.1 200") and "text/event-stream" in head.lower()
+    assert '"content":"Hi"' in events and '"content":" there"' in events and events.endswith("data: [DONE]\n\n")
+    done = subprocess.run(
+        [curl, "-s", "-o", "-", "-w", "\n%{http_code}", gw.base + "/chat/completions", "-d", "{oops"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    answer, status = done.stdout.rsplit("\n", 1)
+    assert status == "400" and json.loads(answer)["error"]["code"] == "invalid_json"
     assert gw.terminate() == 0

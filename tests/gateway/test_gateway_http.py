@@ -257,3 +257,13 @@ def test_metrics_and_access_log(server: ScriptedServer, make_gateway) -> None:
     assert first["method"] == "POST" and first["path"] == "/v1/chat/completions" and first["duration_s"] >= 0
     assert "Hi" not in "\n".join(gw.access_lines) and "hi" not in [r.get("model") for r in records]
     assert any(record["status"] == 404 for record in records)
+
+
+def test_text_access_log_quotes_odd_values(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway()
+    reply = chat(gw.url, "up/evil model\n2026-01-01 GET / 200")
+    assert reply.status == 502  # the scripted server has no reply queued
+    assert reply.headers["x-llmrelay-model"] == "evil model%0A2026-01-01 GET / 200"
+    line = next(line for line in gw.access_lines if "evil" in line)
+    assert '"evil model\\n2026-01-01 GET / 200"' in line
+    assert len([line for line in gw.access_lines if "/v1/chat/completions" in line]) == 1

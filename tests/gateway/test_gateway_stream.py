@@ -152,3 +152,32 @@ def test_caller_disconnect_closes_upstream_at_once(server: ScriptedServer, make_
     assert gw.gateway.inflight == 0 or server.wait_for(lambda: gw.gateway.inflight == 0, 2.0)
     assert [line for line in gw.access_lines if " 499 " in line]
     assert not [line for line in gw.log_lines if "Traceback" in line or "rror" in line.split(" request_id")[0]]
+
+
+def test_concurrency_slot_released_on_disconnect_and_error(server: ScriptedServer, make_gateway) -> None:
+    import hashlib
+
+    key = "sk-llmrelay-slots"
+    gw = make_gateway(
+        f'[[keys]]\nname = "k"\nsha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\nmax_concurrent = 1\n'
+    )
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"model": "up/m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+
+    async def hold_then_second() -> tuple[int, str]:
+        async with aiohttp.ClientSession(headers=auth) as session:
+            response = await session.post(gw.url + "/v1/chat/completions", json=body)
+            await response.content.readuntil(b'"content":"a"')
+            async with session.post(gw.url + "/v1/chat/completions", json=body) as second:  # the slot is taken
+                refused = second.status, second.headers.get("Retry-After", "")
+            response.close()
+            return refused
+
+    server.script(sse_reply(chunk("a"), end="keep_open"))
+    status, retry_after = asyncio.run(hold_then_second())
+    assert status == 429 and int(retry_after) >= 1
+    assert server.wait_for(lambda: server.requests[0].client_disconnected, 1.0)
+    server.script(sse_reply(chunk("b"), end="abrupt"))  # an upstream failure also gives the slot back
+    assert b'"error"' in chat(gw.url, "up/m", stream=True, headers=auth).body
+    server.script(sse_reply(chunk("c"), chunk(finish_reason="stop"), "[DONE]"))
+    assert chat(gw.url, "up/m", stream=True, headers=auth).status == 200
