@@ -75,17 +75,18 @@ async def serve(
             site: web.BaseSite = web.SockSite(runner, sock)
         else:
             site = web.TCPSite(runner, host, port, backlog=1024)
+        # Signal handlers before the startup line: a SIGTERM sent as soon as it is printed must drain, not kill.
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, stop.set)
         await site.start()
         server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
         if announce:
             stderr.write(startup_line(gateway.config, host, bound) + "\n")
             stderr.flush()
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(number, stop.set)
         await stop.wait()
         gateway.draining = True
         if server is not None:

@@ -264,15 +264,17 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.drain_timeout_s + 10
-        codes = []
+        clean = True
         for worker in self.workers:
             try:
-                codes.append(worker.process.wait(max(0.0, deadline - time.monotonic())))
+                code = worker.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._say(f"llmrelay: worker {worker.process.pid} did not stop in time; killing it")
                 worker.process.kill()
-                codes.append(worker.process.wait())
-        return 0 if all(code == 0 for code in codes) else 1
+                code = worker.process.wait()
+            # A worker stopped before it listened (still starting up) had nothing to drain.
+            clean = clean and (code == 0 or (code == -signal.SIGTERM and not worker.ready))
+        return 0 if clean else 1
 
     def _kill_all(self) -> None:
         for worker in self.workers:
