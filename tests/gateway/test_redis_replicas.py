@@ -162,7 +162,7 @@ def test_cooldown_and_cache_are_shared(server: ScriptedServer, spawn_gateway, re
 
 
 def test_redis_unreachable_at_start_exits_1_with_one_line(server: ScriptedServer, tmp_path) -> None:
-    port = RedisServer().port  # free: nothing listens there
+    port = 1  # tcpmux: nothing listens there (a free ephemeral port could be taken by another test's server)
     config = tmp_path / "gateway.toml"
     config.write_text(f'[server]\nredis_url = "redis://:hunter2pw@127.0.0.1:{port}/0"\n')
     for workers in ("1", "2"):
