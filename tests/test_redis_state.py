@@ -354,3 +354,33 @@ def test_tokens_of_a_request_holding_a_slot_are_counted_with_its_release(redis: 
             await closing(b)
 
     run(main())
+
+
+def test_a_read_only_redis_is_logged_once_while_it_flaps(redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis turned read-only (made a replica) answers PING but refuses writes: the state goes back to it and
+    falls back again, yet logs one line; writable again, it is shared again."""
+    caplog.set_level(logging.WARNING, logger="llmrelay.server.redis")
+    errors: list[int] = []
+
+    async def main() -> None:
+        a = RedisState(redis.url, probe_interval_s=0.05, on_error=lambda: errors.append(1))
+        await a.connect()
+        try:
+            assert redis_command(redis.port, "REPLICAOF", "127.0.0.1", "1") == b"+OK\r\n"
+            for _ in range(20):
+                assert await a.admit("alice", 1000, None, None) is None  # from memory
+                await asyncio.sleep(0.03)
+            assert len(errors) >= 2  # it went back to Redis and failed again, more than once ...
+            lost = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
+            assert len(lost) == 1 and "read only replica" in lost[0]  # ... and said so once
+        finally:
+            redis_command(redis.port, "REPLICAOF", "NO", "ONE")
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            await a.admit("bob", 1, None, None)
+            if a.shared:
+                break
+        assert a.shared and (await limit_of(a.admit("bob", 1, None, None))).limit == "rpm"
+        await a.close()
+
+    run(main())

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -53,7 +54,8 @@ T = TypeVar("T")
 
 WINDOW_MS = int(WINDOW_S * 1000)
 _LIMITS = {1: "rpm", 2: "tpm", 3: "max_concurrent"}
-_STREAK_TTL_MS = 24 * 3600 * 1000  # a failure streak nobody touched for a day is forgotten
+_STREAK_TTL_MS = 24 * 3600 * 1000
+_RELOG_S = 60.0  # a failure streak nobody touched for a day is forgotten
 
 # Shared Lua: Redis time in ms, the token count of a tpm entry, and trimming a tpm window (returns its sum).
 _LUA_COMMON = """
@@ -289,6 +291,8 @@ class RedisState:
         # (the gateway asks cooling() before each attempt, so a success after a streak elsewhere still resets it).
         self._streaks: set[str] = set()
         self._down = False
+        self._logged_at: float | None = None  # when a failure was last logged
+        self._quiet = False  # the current failure was not logged (nor will its end be)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
@@ -339,11 +343,17 @@ class RedisState:
         if self._down or self._closed:
             return
         self._down = True
-        log.warning(
-            "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again",
-            self.url,
-            _reason(error),
-        )
+        # Once, not per request; and a Redis that answers PING but fails commands (full, read-only) and so goes
+        # back and forth is logged again only after a quiet minute.
+        now = time.monotonic()
+        self._quiet = self._logged_at is not None and now - self._logged_at < _RELOG_S
+        if not self._quiet:
+            self._logged_at = now
+            log.warning(
+                "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again",
+                self.url,
+                _reason(error),
+            )
         self._spawn(self._probe())
 
     def _spawn(self, coro: Any) -> None:
@@ -359,7 +369,8 @@ class RedisState:
             except (RedisError, OSError, asyncio.TimeoutError):
                 continue
             self._down = False
-            log.warning("redis at %s answers again: limits, cooldowns and the cache are shared again", self.url)
+            if not self._quiet:
+                log.warning("redis at %s answers again: limits, cooldowns and the cache are shared again", self.url)
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 await self._renew_slots()
 
