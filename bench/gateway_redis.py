@@ -27,6 +27,10 @@ LIMITS = "rpm = 1000000000\ntpm = 1000000000000\nmax_concurrent = 100000\n"
 
 
 class RedisBench(Bench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.limits = "\n".join(line for line in LIMITS.splitlines() if not (args.no_tpm and "tpm" in line)) + "\n"
+
     def start_redis(self) -> None:
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.redis_port = _free_port()
@@ -48,7 +52,7 @@ class RedisBench(Bench):
         config = self.tmp / f"{name.replace(' ', '-')}.toml"
         config.write_text(
             server + f'[providers.fake]\napi_base = "http://127.0.0.1:{self.upstream_port}/v1"\n'
-            f'[[keys]]\nname = "bench"\nsha256 = "{digest}"\n' + (LIMITS if limits else "")
+            f'[[keys]]\nname = "bench"\nsha256 = "{digest}"\n' + (self.limits if limits else "")
         )
         port = _free_port()
         log = open(self.tmp / f"{config.stem}.log", "wb")  # the access log is on, written to a file
@@ -185,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--state-only", action="store_true", help="only the in-process cost of each state")
+    parser.add_argument("--no-tpm", action="store_true", help="the key's limits without tpm (rpm, max_concurrent)")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -206,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"Redis-backed limits ({os.cpu_count()} CPUs{', single-worker gateways pinned to one CPU' if bench.proxy_cpus else ''}; "
-        f"{args.reps} interleaved repetitions, medians; python -m bench.gateway_redis{' --quick' if args.quick else ''})\n\n"
+        f"{args.reps} interleaved repetitions, medians; python -m bench.gateway_redis"
+        f"{' --quick' if args.quick else ''}{' --no-tpm' if args.no_tpm else ''})\n\n"
     )
     text = (header + table if table else "") + costs_header + costs
     print(text)
