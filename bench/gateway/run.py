@@ -3,13 +3,15 @@
 ``python -m bench.gateway`` (``--quick`` for a smoke run; ``--reps N``; ``--no-litellm``; ``--litellm PATH`` to the
 ``litellm`` command of a separate virtualenv, default /work/bench-venvs/litellm/bin/litellm). Every piece runs in
 its own process: the fake upstream (bench/server.py), each proxy, and the load generator (bench/gateway/load.py).
-With two or more CPUs the proxy under test is pinned to CPU 0 and the upstream and load generator to the others.
+With two or more CPUs the proxy under test is pinned to CPU 0 and the upstream and load generator to the others;
+the proxies not being measured are stopped (SIGSTOP) meanwhile.
 Measurements are interleaved (every proxy once per repetition) and reported as medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +265,19 @@ class Bench:
         target.hold_before_kb = result["rss_before_kb"]  # type: ignore[attr-defined]
         target.held = result["done"]  # type: ignore[attr-defined]
 
+    @contextlib.contextmanager
+    def alone(self, target: Target) -> Iterator[None]:
+        """The other proxies are stopped (SIGSTOP) while one is measured: their idle timers and background
+        tasks must not take the CPU they share with it."""
+        others = [t for t in self.targets if t is not target and t.pid]
+        for other in others:
+            os.killpg(other.pid, signal.SIGSTOP)  # type: ignore[arg-type]
+        try:
+            yield
+        finally:
+            for other in others:
+                os.killpg(other.pid, signal.SIGCONT)  # type: ignore[arg-type]
+
     def run(self) -> str:
         from .load import rss_kb
 
@@ -281,12 +297,38 @@ class Bench:
         for rep in range(self.args.reps):
             for target in self.targets:
                 print(f"rep {rep + 1}/{self.args.reps}: {target.name}", file=sys.stderr, flush=True)
-                self.measure(target, self.args.quick)
+                with self.alone(target):
+                    self.measure(target, self.args.quick)
         for target in self.targets:
             if target.pid:
                 print(f"{self.args.streams} open streams: {target.name}", file=sys.stderr, flush=True)
-                self.hold(target)
+                with self.alone(target):
+                    self.hold(target)
         return self.table()
+
+    def soak(self, count: int) -> str:
+        """RSS of the gateway before and after ``count`` requests (half streamed) at c=64."""
+        from .load import rss_kb
+
+        self.start_upstream()
+        gateway = self.start_llmrelay()
+        self.targets.append(gateway)
+        assert gateway.pid is not None
+        self.load(gateway, NONSTREAM, False, 64, 2000, 60)  # warm-up: pools, caches, metric series
+        self.load(gateway, STREAM, True, 64, 2000, 60)
+        before = rss_kb(gateway.pid)
+        done = errors = 0
+        started = time.monotonic()
+        for stream in (False, True):
+            result = self.load(gateway, STREAM, stream, 64, count // 2, 600)
+            done += result["done"]
+            errors += result["errors"]
+        after = rss_kb(gateway.pid)
+        return (
+            f"soak: {done} requests ({done // 2} streamed) in {time.monotonic() - started:.0f} s, {errors} errors; "
+            f"gateway RSS {before / 1024:.1f} MB before, {after / 1024:.1f} MB after "
+            f"({(after - before) / before * 100:+.1f} %)"
+        )
 
     def table(self) -> str:
         direct = self.targets[0]
@@ -355,10 +397,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--litellm", default=LITELLM, help="the litellm command of its own virtualenv")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--soak", type=int, metavar="N", help="instead: the gateway's RSS before and after N requests")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps = 1
     bench = Bench(args)
+    if args.soak:
+        try:
+            print(bench.soak(args.soak))
+        finally:
+            bench.close()
+        return
     try:
         table = bench.run()
     finally:

@@ -99,7 +99,6 @@ class AccessLog:
             )
         stream = self.stream or sys.stderr
         try:
-            stream.write(line)
-            stream.flush()
+            stream.write(line)  # stderr is line-buffered (Python >= 3.9): each line goes out as it is written
         except (OSError, ValueError):
             pass  # a closed or broken stderr must not fail requests

@@ -161,6 +161,7 @@ class Gateway:
         self.state: State = state if state is not None else MemoryState()
         self.keys = KeyRing(config.keys)
         self.metrics = Metrics()
+        self.metrics.inflight.set_function(lambda: self.inflight)  # read when scraped: no cost per request
         self.access = AccessLog(log_format, log_stream)
         self.draining = False
         self.inflight = 0
@@ -208,14 +209,12 @@ class Gateway:
     def _begin(self, request: web.Request) -> Entry:
         self.inflight += 1
         self.idle.clear()
-        self.metrics.inflight.inc()
         return Entry(request.method, request.path, _request_id(request), time.perf_counter())
 
     def _end(self, entry: Entry) -> None:
         self.inflight -= 1
         if not self.inflight:
             self.idle.set()
-        self.metrics.inflight.dec()
         end = time.perf_counter()
         self.metrics.observe_duration(end - entry.start)
         self.metrics.request(entry.route or "", entry.provider or "", entry.model or "", entry.status)

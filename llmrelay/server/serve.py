@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from aiohttp import web
@@ -58,6 +59,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     sock: Any = None,
     announce: bool = True,
+    ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
     (up to ``drain_timeout_s``) while no new connection is accepted."""
@@ -75,18 +77,19 @@ async def serve(
             site: web.BaseSite = web.SockSite(runner, sock)
         else:
             site = web.TCPSite(runner, host, port, backlog=1024)
-        # Signal handlers before the startup line: a SIGTERM sent as soon as it is printed must drain, not kill.
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(number, stop.set)
         await site.start()
         server = cast("asyncio.Server | None", site._server)  # its sockets tell the port --port 0 picked
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):  # before the startup line: a SIGTERM after it drains
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(number, stop.set)
         if announce:
             stderr.write(startup_line(gateway.config, host, bound) + "\n")
             stderr.flush()
+        if ready is not None:
+            ready()
         await stop.wait()
         gateway.draining = True
         if server is not None:

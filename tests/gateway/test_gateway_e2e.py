@@ -139,9 +139,12 @@ async def _drain(gw, signum: int) -> tuple[bytes, int, int]:
         async with session.post(gw.url + "/v1/chat/completions", json=body) as response:
             first = await response.content.readuntil(b'"content":"one"')
             gw.process.send_signal(signum)
-            await asyncio.sleep(0.3)
-            async with probe.get(gw.url + "/health") as health:  # no new connection is accepted now
-                draining = health.status
+            for _ in range(50):  # the idle keep-alive connection of `probe` is still served while draining
+                async with probe.get(gw.url + "/health") as health:
+                    draining = health.status
+                if draining == 503:
+                    break
+                await asyncio.sleep(0.05)
             rest = await response.read()
         return first + rest, draining, response.status
 
@@ -151,9 +154,9 @@ def test_signal_drains_a_stream_in_flight(server: ScriptedServer, spawn_gateway,
     gw = spawn_gateway()
     writes: list[bytes | float] = [
         sse(chunk("one")),
-        0.5,
+        1.5,
         sse(chunk("two")),
-        0.5,
+        1.5,
         sse(chunk("three"), chunk(finish_reason="stop"), "[DONE]"),
     ]
     server.script(Reply(headers={"Content-Type": "text/event-stream"}, writes=writes))

@@ -95,7 +95,7 @@ def test_least_busy_avoids_the_busy_target(server: ScriptedServer, make_gateway)
                 "POST", gw.url + "/v1/chat/completions", {"model": "lb", "messages": [{"role": "user", "content": "1"}]}
             )
         )
-        await asyncio.sleep(0.3)  # the first request is in flight on up/a
+        assert await server.wait_for_async(lambda: server.requests, 5.0)  # the first is in flight on up/a
         second = await afetch(
             "POST", gw.url + "/v1/chat/completions", {"model": "lb", "messages": [{"role": "user", "content": "2"}]}
         )
