@@ -1,10 +1,11 @@
-"""Small text rules shared by every layer: how long quoted text may be, and the text of a content-parts list."""
+"""Small text rules shared by every layer: how long quoted text may be, the text of a content-parts list, and
+a provider's name for people."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["content_text", "shorten"]
+__all__ = ["content_text", "display_name", "shorten"]
 
 
 def shorten(text: str | bytes, limit: int = 200) -> str:
@@ -29,3 +30,8 @@ def content_text(content: Any, separator: str = "") -> str:
         for part in content
         if type(part) is dict and part.get("type", "text") == "text" and isinstance(part.get("text"), str)
     )
+
+
+def display_name(cls: type) -> str:
+    """A provider's name for people: its ``label``, else its class name."""
+    return getattr(cls, "label", None) or cls.__name__

@@ -778,6 +778,7 @@ class _Chat:
         if self.log is None:
             return
         from .errors import RelayError
+        from .logs import utc_now
 
         answer = turn.answer
         error = turn.error
@@ -790,7 +791,7 @@ class _Chat:
         usage = answer.usage
         entry: LogEntry = {
             "conversation_id": self.conversation_id,
-            "datetime_utc": _utc_now(),
+            "datetime_utc": utc_now(),
             "provider": answer.info.name if answer.info else self.cls.get_name(),
             "model": answer.info.model if answer.info else (self.model or None),
             "prompt": prompt,
@@ -821,12 +822,6 @@ class _Chat:
                 )
                 sys.stderr.flush()
             self.log = None
-
-
-def _utc_now() -> str:
-    from .logs import utc_now
-
-    return utc_now()
 
 
 _LOGGED_OPTIONS = ("temperature", "max_tokens", "seed", "stream")
@@ -939,10 +934,15 @@ def _start_conversation(chat: _Chat, args: argparse.Namespace) -> list[dict[str,
     if not args.no_log and logging_enabled(log.path):
         chat.log = log
     if args.continue_ or args.cid:
-        conversation_id = args.cid or log.last_conversation_id()
+        import sqlite3
+
+        try:
+            conversation_id = args.cid or log.last_conversation_id()
+            entries = log.conversation(conversation_id) if conversation_id else []
+        except sqlite3.Error as error:
+            raise UsageError(f"cannot read the log {log.path}: {error}") from None
         if not conversation_id:
             raise UsageError(f"-c: there is no logged conversation to continue (the log {log.path} is empty)")
-        entries = log.conversation(conversation_id)
         if not entries:
             raise UsageError(f"--cid {conversation_id}: no such conversation in the log {log.path}")
         chat.conversation_id = conversation_id

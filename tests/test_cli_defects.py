@@ -262,6 +262,9 @@ def test_ctrl_c_at_the_prompt_quits(server) -> None:
     terminal = Terminal(["chat", "-m", "m"], clean_env(LLMRELAY_API_BASE=server.base))
     try:
         terminal.read_until(b"> ")
+        # A user's pause: CPython's readline misses a SIGINT that lands between printing the prompt and
+        # waiting for a key (it only checks signals when that wait is interrupted).
+        time.sleep(0.5)
         terminal.write(b"\x03")
         assert terminal.process.wait(timeout=15) == 130
     finally:
@@ -454,3 +457,11 @@ def test_the_next_local_start_removes_files_of_dead_runs(tmp_path: Path, monkeyp
         path.write_text("{}")
     local._sweep_stale_files()
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_every_subcommand_wins_over_a_prompt_of_the_same_name() -> None:
+    # `llmrelay WORD` is a chat prompt unless WORD is a command: serve and keys included.
+    for command in ("models", "providers", "logs", "serve", "keys"):
+        result = run([command, "--help"])
+        assert result.returncode == 0, result.stderr
+        assert f"usage: llmrelay {command}".encode() in result.stdout

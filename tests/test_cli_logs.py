@@ -234,3 +234,12 @@ def test_history_rebuilds_the_messages_with_the_logged_system_message() -> None:
         {"role": "assistant", "content": "a2"},
     ]
     assert history(entries, "given")[0] == {"role": "system", "content": "given"}
+
+
+def test_continuing_from_a_log_that_is_not_a_database_is_a_usage_error(server, tmp_path: Path) -> None:
+    db = tmp_path / "logs.db"
+    db.write_bytes(b"this is not SQLite" * 100)
+    result = run(["chat", "-c", "-m", "m", "Hi"], env=env_for(server, db))
+    assert result.returncode == 2
+    assert f"cannot read the log {db}".encode() in result.stderr
+    assert server.requests == []

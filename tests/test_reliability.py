@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 import pytest
+from aiohttp.client_proto import ResponseHandler
 from helpers import SECRET, acollect, collect_error, make_provider, text_of
 from scripted_server import RecordedRequest, Reply, ScriptedServer, chunk, completion, json_reply, sse
 
@@ -199,7 +200,7 @@ def test_bad_chunked_framing_after_the_headers_is_a_stream_error_not_a_hang(
     assert outcome == "StreamIncompleteError|partial"
 
 
-def test_bad_chunked_framing_in_process_keeps_the_timeout_promise(server: ScriptedServer) -> None:
+def test_bad_chunked_framing_in_process_is_a_stream_error_with_the_partial_text(server: ScriptedServer) -> None:
     server.script(bad_framing_after_headers())
     provider = make_provider(server)
 
@@ -402,7 +403,7 @@ def test_the_aiohttp_hooks_are_in_place(server: ScriptedServer) -> None:
     assert LAZY_TIMER, "aiohttp's ResponseHandler lost a method the lazy idle-read timer overrides"
     assert isinstance(connector, Connector)
     assert problems == [], problems
-    assert issubclass(LazyReadTimeoutHandler, __import__("aiohttp").client_proto.ResponseHandler)
+    assert issubclass(LazyReadTimeoutHandler, ResponseHandler)
 
 
 # ------------------------------------------------------------ 10. no key anywhere in the exception chain
@@ -481,6 +482,29 @@ def test_a_garbled_answer_is_a_response_error_and_not_sent_again(server: Scripte
     assert "not valid HTTP" in str(error)
     assert error.status is None  # aiohttp's own 400 is not the server's status
     assert len(server.requests) == 1 and sleeps.delays == []
+
+
+@pytest.mark.parametrize("raw", [b"HTTP/1.1 200", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Type: text/pl"])
+def test_a_head_cut_short_is_a_stream_error_and_never_resent_on_a_pooled_connection(
+    server: ScriptedServer, raw: bytes
+) -> None:
+    # The second request goes out on the pooled connection; the server reads it and starts to answer:
+    # that is not the stale keep-alive case, so the transport must not send the POST again.
+    server.script(json_reply(completion("first")), Reply(raw=raw), json_reply(completion("must not be reached")))
+    provider = make_provider(server)
+
+    async def main() -> BaseException:
+        assert text_of(await acollect(provider)) == "first"
+        try:
+            await acollect(provider)
+        except Exception as error:
+            return error
+        raise AssertionError("no error")
+
+    error = run(main())
+    assert type(error) is StreamIncompleteError and error.partial_text == ""
+    assert "RawResponseMessage" not in str(error)
+    assert [request.connection for request in server.requests] == [1, 1]
 
 
 def test_connection_refused_is_still_a_connect_error() -> None:

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
+from .._text import display_name
 from ..errors import AllProvidersFailedError, RelayError
 from ..responses import ProviderInfo
 from .retry import is_retryable, retry_delay
@@ -83,9 +84,9 @@ def resolve_providers(provider: ProviderSpec, api_base: str | None = None) -> tu
 
 
 def provider_name(provider: Any) -> str:
-    """The display name of a provider class (``get_name()``, else the class name)."""
+    """The display name of a provider class (``get_name()``, else its label or class name)."""
     get_name = getattr(provider, "get_name", None)
-    return get_name() if callable(get_name) else provider.__name__
+    return get_name() if callable(get_name) else display_name(provider)
 
 
 # ------------------------------------------------------------------ trying targets in turn

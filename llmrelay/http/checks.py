@@ -93,14 +93,10 @@ def check_api_key(value: object, source: str = "api_key") -> str | None:
     return value
 
 
-def check_secrets(secrets: Iterable[object]) -> tuple[str, ...]:
-    """The non-empty secrets as a tuple; ``TypeError`` (naming ``api_key``) for one that is not a string."""
-    result: list[str] = []
-    for secret in secrets:
-        if secret is None:
-            continue
-        if not isinstance(secret, str):
+def check_secrets(secrets: Iterable[object]) -> tuple[str | None, ...]:
+    """``secrets`` as a tuple; ``TypeError`` (naming ``api_key``) for one that is neither a string nor None."""
+    result = tuple(secrets)
+    for secret in result:
+        if secret is not None and not isinstance(secret, str):
             raise TypeError(f"api_key must be a string, not {type(secret).__name__}")
-        if secret:
-            result.append(secret)
-    return tuple(result)
+    return result  # type: ignore[return-value]

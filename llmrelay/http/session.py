@@ -84,7 +84,6 @@ class Response:
 
     __slots__ = (
         "_finish",
-        "_raw",
         "content_type",
         "deadline",
         "headers",
@@ -101,7 +100,6 @@ class Response:
         content_type: str,
         url: str,
         read_chunk: Callable[[], Awaitable[bytes]],
-        raw: Any,
         finish: Callable[[bool], Awaitable[None]],
     ) -> None:
         self.status = status
@@ -109,7 +107,6 @@ class Response:
         self.content_type = content_type
         self.url = url
         self.read_chunk = read_chunk
-        self._raw = raw
         self._finish = finish
         self.total_timeout: float | None = None  # the call's total_timeout, if any ...
         self.deadline: float | None = None  # ... and the time.monotonic() at which it runs out
@@ -270,7 +267,7 @@ async def _open_aiohttp(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> Response:
     ssl_argument = _ssl_argument(ssl)
     started = time.monotonic()
@@ -314,7 +311,7 @@ async def _open_aiohttp(
             raw.close()
 
     return Response(
-        raw.status, raw.headers, raw.content_type, redact(str(raw.url), secrets), raw.content.readany, raw, finish
+        raw.status, raw.headers, raw.content_type, redact(str(raw.url), secrets), raw.content.readany, finish
     )
 
 
@@ -335,11 +332,17 @@ def _request_error(
     total_timeout: float | None,
     started: float,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> BaseException:
     """The llmrelay error (or ``ValueError``) for what ``session.request`` raised."""
     if isinstance(error, RelayError):
         return error
+    if _answer_started(error):
+        return StreamIncompleteError(
+            f"the connection to {_host(url)} broke in the middle of the answer's headers",
+            partial_text="",
+            provider=provider,
+        )
     if isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError)):
         return ConnectError(_describe(error, url, secrets), provider=provider)  # TLS errors too: they are ValueErrors
     if isinstance(error, aiohttp.ConnectionTimeoutError):
@@ -393,7 +396,7 @@ async def _open_curl(
     timeout: float | None,
     total_timeout: float | None,
     provider: str | None,
-    secrets: tuple[str, ...],
+    secrets: tuple[str | None, ...],
 ) -> Response:
     from curl_cffi.requests.exceptions import ConnectionError as CurlConnectionError
     from curl_cffi.requests.exceptions import Timeout as CurlTimeout
@@ -430,7 +433,7 @@ async def _open_curl(
         await raw.aclose()
 
     content_type = (raw.headers.get("content-type") or "").split(";")[0].strip().lower()
-    return Response(raw.status_code, raw.headers, content_type, redact(str(raw.url), secrets), read_chunk, raw, finish)
+    return Response(raw.status_code, raw.headers, content_type, redact(str(raw.url), secrets), read_chunk, finish)
 
 
 def _host(url: str) -> str:
@@ -447,6 +450,8 @@ def _is_stale_connection(error: BaseException) -> bool:
     aiohttp reports it as a disconnect, a reset, or — when the close is noticed between writing the
     headers and the body — ``ClientOSError("Can not write request body …")`` caused by a reset.
     """
+    if _answer_started(error):
+        return False  # the server read the request and began to answer it
     link: BaseException | None = error
     for _ in range(4):
         if link is None:
@@ -457,6 +462,12 @@ def _is_stale_connection(error: BaseException) -> bool:
             return True
         link = link.__cause__ or link.__context__
     return isinstance(error, aiohttp.ClientOSError) and str(error).startswith("Can not write request body")
+
+
+def _answer_started(error: BaseException) -> bool:
+    """The server closed the connection after sending part of the answer's head (aiohttp then puts
+    the partial head, not a text, in the error's message)."""
+    return isinstance(error, aiohttp.ServerDisconnectedError) and not isinstance(error.message, (str, type(None)))
 
 
 def _describe(error: BaseException, url: str, secrets: Iterable[str | None]) -> str:

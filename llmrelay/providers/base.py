@@ -6,6 +6,7 @@ import random
 from typing import Any, ClassVar
 
 from .._runner import iterate_sync
+from .._text import display_name
 from ..http.status import error_from_data
 from ..typing import AsyncResult, CreateResult, Messages
 
@@ -22,7 +23,7 @@ class AsyncGeneratorProvider:
 
     @classmethod
     def get_name(cls) -> str:
-        return cls.label or cls.__name__
+        return display_name(cls)
 
     @classmethod
     def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
@@ -48,9 +49,7 @@ class ProviderModelMixin:
         if not model:
             model = (cls.default_vision_model if has_media else "") or cls.default_model
             if not model:
-                raise ValueError(
-                    f"{getattr(cls, 'label', None) or cls.__name__}: no model given and no default_model set"
-                )
+                raise ValueError(f"{display_name(cls)}: no model given and no default_model set")
         target = cls.model_aliases.get(model)
         if target is None:
             return model
@@ -65,7 +64,7 @@ class RaiseErrorMixin:
     @classmethod
     def raise_error(cls, data: Any, status: int | None = None) -> None:
         """Raise the typed error for ``data`` (a parsed error body); do nothing if it holds no error."""
-        name = getattr(cls, "label", None) or cls.__name__
+        name = display_name(cls)
         error = error_from_data(data, status, provider=name)  # always an error when status >= 400
         if error is not None:
             raise error

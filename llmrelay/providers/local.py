@@ -582,7 +582,7 @@ def start_server(
         raise RelayError(f"model file not found: {path}")
     if spinner is None:
         spinner = _stderr_is_tty()
-    name = DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
+    name = display_name(path)
     spin = Spinner(f"Starting local model {name}", sys.stderr if spinner else None)
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -675,10 +675,9 @@ OVERFLOW_LOG_POLLS = 20  # × POLL_INTERVAL: how long an empty stream waits for 
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \(\d+\) exceed context window of \d+")
 
 
-def model_display_name() -> str:
+def display_name(path: Path) -> str:
     """``SmolLM2-135M`` for the bundled model, else the GGUF file's stem."""
-    override = os.environ.get(MODEL_ENV, "").strip()
-    return Path(override).stem if override else DEFAULT_DISPLAY_NAME
+    return DEFAULT_DISPLAY_NAME if path.name == MODEL_FILE else path.stem
 
 
 def _has_media(messages: Any) -> bool:
@@ -838,9 +837,11 @@ class Local(OpenaiTemplate):
                 provider=cls.get_name(),
             )
         if _has_media(body.get("messages")):
+            server = running_server()
             raise UnsupportedParameterError(
-                f"the local model ({model_display_name()}) cannot read images or audio; use a provider with a "
-                "vision model, e.g. -p openai (gpt-4.1-mini) or -p gemini (gemini-2.5-flash)",
+                f"the local model ({display_name(server.model_path) if server else DEFAULT_DISPLAY_NAME}) cannot "
+                "read images or audio; use a provider with a "
+                "vision model, e.g. the providers openai (gpt-4.1-mini) or gemini (gemini-2.5-flash)",
                 provider=cls.get_name(),
             )
         if body.get("seed") is None:

@@ -14,6 +14,7 @@ import orjson
 from .._runner import run_sync
 from .._text import shorten
 from ..errors import MissingAuthError, RelayError, ResponseError
+from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
 from ..http.url import check_api_base, join_url
@@ -131,6 +132,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         cls, stream: bool, api_key: str | None = None, headers: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """Request headers; names merge case-insensitively (later sources win), so there is one ``Authorization``."""
+        if headers is not None and not isinstance(headers, Mapping):
+            check_headers(headers)  # a TypeError naming headers (names and values are checked when sending)
         result: dict[str, str] = {
             "Accept": "text/event-stream" if stream else "application/json",
             "Content-Type": "application/json",
@@ -151,17 +154,14 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def check_auth(cls, api_key: str | None) -> None:
         """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
-        if api_key is not None and not isinstance(api_key, str):
-            raise TypeError(f"{cls.get_name()}: api_key must be a string, not {type(api_key).__name__}")
+        try:
+            check_api_key(api_key, f"{cls.get_api_key_env()} or api_key=")
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{cls.get_name()}: {error}") from None
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
                 provider=cls.get_name(),
-            )
-        if api_key and (not api_key.isprintable() or api_key != api_key.strip()):
-            raise ValueError(
-                f"{cls.get_name()}: the API key has surrounding spaces or a control character such as a line break; "
-                f"check {cls.get_api_key_env()} or the api_key= argument"
             )
 
     @classmethod

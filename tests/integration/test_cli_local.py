@@ -173,7 +173,7 @@ def test_an_image_for_the_local_model_is_refused_with_a_reason(tmp_path: Path) -
     result = run("chat", "-n", "-i", str(picture), "What is this?", status=2)
     line = result.stderr.strip().splitlines()[-1]
     assert "cannot read images" in line
-    assert "-p openai" in line
+    assert "openai (gpt-4.1-mini)" in line
     assert "stream ended" not in line
 
 
@@ -182,7 +182,21 @@ def test_a_bad_local_model_file_leads_with_the_reason(tmp_path: Path) -> None:
     not_a_model.write_bytes(b"PK\x03\x04 this is a zip, not a model" * 50)
     cut_short = tmp_path / "short.gguf"
     cut_short.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 5) + b"\x10")
-    for path, reason in ((not_a_model, "is not a GGUF model file"), (cut_short, "header is cut short")):
+    no_tensors = tmp_path / "empty.gguf"  # a valid header that llama.cpp cannot load: the server fails
+    no_tensors.write_bytes(
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", 20)
+        + b"general.architecture"
+        + struct.pack("<IQ", 8, 5)
+        + b"llama"
+    )
+    cases = (
+        (not_a_model, "is not a GGUF model file"),
+        (cut_short, "header is cut short"),
+        (no_tensors, "could not start: ValueError: Failed to load model"),
+    )
+    for path, reason in cases:
         env = {**keyless_env(), "LLMRELAY_LOCAL_MODEL": str(path)}
         result = run("chat", "-n", "Hi", env=env, status=1)
         line = result.stderr.strip().splitlines()[-1]
