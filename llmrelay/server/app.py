@@ -140,6 +140,19 @@ def _decode(data: list[Any]) -> Any:
     return ProviderInfo(data[1], data[2], "cache")
 
 
+_MARK = "\x00llmrelay-text\x00"
+_MARK_JSON = orjson.dumps(_MARK)
+
+
+def _text_template(shape: Any) -> tuple[bytes, bytes]:
+    """The SSE event of a text piece, split around the text: built once per stream from the shape's own chunk
+    (so the OpenAI-shape rules stay in one place), then only the piece is encoded per event."""
+    event = b"data: " + orjson.dumps(shape.chunk({"content": _MARK})) + b"\n\n"
+    head, found, tail = event.partition(_MARK_JSON)
+    assert found, "the text chunk does not hold its text"
+    return head, tail
+
+
 class _Live:
     """A stream being written, for the keep-alive ticker."""
 
@@ -634,17 +647,17 @@ class Gateway:
             await write(b"".join([b"data: " + dumps(item) + b"\n\n" for item in chunks]))
             live.last = clock()
             self.metrics.observe_ttft(time.perf_counter() - entry.start)
+            head, tail_bytes = _text_template(shape)
             async for item in opened.events:
                 if recorded is not None:
                     recorded.append(_encode(item))
-                if type(item) is str:
-                    data = chunk({"content": item})
+                if type(item) is str:  # the hot path: the shape's own text chunk, with only the text encoded
+                    await write(head + dumps(item) + tail_bytes)
                 else:
                     delta = delta_of(item)
                     if delta is None:
                         continue
-                    data = chunk(delta)
-                await write(b"data: " + dumps(data) + b"\n\n")
+                    await write(b"data: " + dumps(chunk(delta)) + b"\n\n")
                 live.last = clock()
             tail = [b"data: " + dumps(item) + b"\n\n" for item in shape.end()]
             tail.append(DONE)
