@@ -366,20 +366,9 @@ def _report(line: str, debug: bool) -> None:
 
 
 def _one_line(text: str, limit: int = 1000) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    from ._text import shorten
 
-
-def _relay_text(error: BaseException) -> str:
-    """``str(error)`` without a provider prefix that the message itself already starts with."""
-    from .errors import RelayError
-
-    text = str(error)
-    if isinstance(error, RelayError) and error.provider and error.message.startswith(error.provider):
-        prefix = f"{error.provider}: "
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-    return text
+    return shorten(" ".join(text.split()), limit)
 
 
 def describe_error(
@@ -404,11 +393,11 @@ def describe_error(
             hint = f": set {env} (or pass --api-key)" if env else " (pass --api-key)"
             return _one_line(f"{name} needs an API key{hint}")
         hint = f" (check {env} or --api-key{why})" if env else f" (check --api-key{why})"
-        return _one_line(f"{_relay_text(error)}{hint}")
+        return _one_line(f"{error!s}{hint}")
     if isinstance(error, ModelNotFoundError):
-        return _one_line(f"{_relay_text(error)} (list the models with `llmrelay models` and the same -p / --api-base)")
+        return _one_line(f"{error!s} (list the models with `llmrelay models` and the same -p / --api-base)")
     if isinstance(error, ConnectError):
-        return _one_line(f"{_relay_text(error)} (is the server running? check the base URL{why})")
+        return _one_line(f"{error!s} (is the server running? check the base URL{why})")
     if getattr(args, "attachments", None) and _may_be_media_refusal(error):
         why += "; the model may not read images or audio: pick a vision model with -m (see `llmrelay models`)"
     if isinstance(error, StreamIncompleteError) and not isinstance(error, StreamTimeoutError):
@@ -418,7 +407,7 @@ def describe_error(
             + (f" ({why[2:]})" if why else "")
         )
     if isinstance(error, RelayError):
-        text = _relay_text(error)
+        text = str(error)
         if error.status == 404 and cls is not None:
             text += _missing_v1_hint(cls, getattr(args, "api_base", None))
         return _one_line(text + (f" ({why[2:]})" if why else ""))
@@ -1098,8 +1087,8 @@ def cmd_image(args: argparse.Namespace) -> int:
     output = Path(args.output).expanduser()
     _check_output(output, args.output)
     cls = resolve_provider(args)
-    if cls.__name__ == "Local":
-        raise UsageError("the local model cannot generate images; choose a provider with -p (e.g. -p openai)")
+    if not cls.can_generate_images:
+        raise UsageError(f"{cls.get_name()} cannot generate images; choose a provider with -p (e.g. -p openai)")
     model = args.model or cls.default_image_model
     if not model:
         raise UsageError(f"{cls.get_name()} has no default image model: pass -m MODEL")

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .._text import shorten
 from ..errors import (
     BadRequestError,
     CloudflareError,
@@ -109,10 +110,6 @@ def redact_error(error: RelayError, secrets: Iterable[str | None]) -> RelayError
             else:
                 pending.append(linked)
     return error
-
-
-def _bounded(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -302,14 +299,14 @@ def error_from_response(
         message = _default_reason(status)
     error_class = _choose_class(status, message, code, error_type, is_challenge)
     return error_class(
-        _bounded(redact(message, secrets), MESSAGE_LIMIT),
+        shorten(redact(message, secrets), MESSAGE_LIMIT),
         status=status,
         code=code,
         type=error_type,
         provider=provider,
         request_id=headers.get("x-request-id") or headers.get("request-id"),
         retry_after=parse_retry_after(headers),
-        body=_bounded(redact(text, secrets), BODY_EXCERPT) if text else None,
+        body=shorten(redact(text, secrets), BODY_EXCERPT) if text else None,
     )
 
 
@@ -331,12 +328,12 @@ def error_from_data(
     error_class = _choose_class(effective, message, code, error_type, False)
     text = orjson.dumps(data).decode() if not isinstance(data, str) else data
     return error_class(
-        _bounded(redact(message or "error", secrets), MESSAGE_LIMIT),
+        shorten(redact(message or "error", secrets), MESSAGE_LIMIT),
         status=effective,
         code=code,
         type=error_type,
         provider=provider,
-        body=_bounded(redact(text, secrets), BODY_EXCERPT),
+        body=shorten(redact(text, secrets), BODY_EXCERPT),
     )
 
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, TextIO
 
+from .._text import content_text
 from ..errors import (
     ContextLengthError,
     MissingRequirementsError,
@@ -720,13 +721,13 @@ TOOLS_SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def _text_of_parts(content: list[Any]) -> str | None:
-    """The text of a content-parts list that holds only text parts, else None."""
-    texts = []
-    for part in content:
-        if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
-            return None
-        texts.append(part["text"])
-    return "".join(texts)
+    """The text of a content-parts list that holds only text parts, else None (llama_cpp.server wants a string)."""
+    if all(
+        isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str)
+        for part in content
+    ):
+        return content_text(content)
+    return None
 
 
 def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -799,6 +800,7 @@ class Local(OpenaiTemplate):
 
     label = "Local"
     api_base = ""
+    can_generate_images = False
     default_max_tokens = 512  # llama_cpp.server answers 16 tokens without a limit
     needs_auth = False
     default_model = DEFAULT_ALIAS

@@ -80,6 +80,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     headers: ClassVar[dict[str, str]] = {}
     supports_stream_options: ClassVar[bool] = True
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
+    can_generate_images: ClassVar[bool] = True  # False: a server with no images endpoint (refused before sending)
     default_max_tokens: ClassVar[int | None] = None  # sent when the caller gives no max_tokens (llama.cpp needs one)
 
     # ------------------------------------------------------------ configuration
