@@ -12,6 +12,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from redis_server import RedisServer  # noqa: E402
 from scripted_server import ScriptedServer  # noqa: E402
 
 
@@ -57,3 +58,20 @@ def _fresh_model_cache() -> Iterator[None]:
     clear_model_cache()
     yield
     clear_model_cache()
+
+
+# ------------------------------------------------------------------ Redis (the scale-out tests, SPEC 8.8)
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One real redis-server (free port, no persistence) for the session; stopped at the end."""
+    with RedisServer() as redis_server:
+        yield redis_server
+
+
+@pytest.fixture
+def redis(redis_session: RedisServer) -> RedisServer:
+    """The session's redis-server, emptied."""
+    redis_session.flush()
+    return redis_session

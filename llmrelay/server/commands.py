@@ -82,7 +82,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
         )
     try:
-        return run(config, host, port, log_format=args.log_format, workers=args.workers)
+        if args.workers > 1:  # SPEC 8.8: N processes on one port, supervised by this one
+            from .workers import supervise
+
+            return supervise(config, host, port, args.workers, sys.argv[1:])
+        return run(config, host, port, log_format=args.log_format)
     except OSError as error:
         return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
 

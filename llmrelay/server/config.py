@@ -235,6 +235,8 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
     top.finish()
 
     config.server = _server_settings(_Reader(label, "server", server))
+    if config.server.redis_url is None and environ.get("LLMRELAY_REDIS_URL"):  # SPEC 8.8 (the file wins)
+        config.server.redis_url = environ["LLMRELAY_REDIS_URL"]
     config.providers = _detected_providers(environ)
     for name, table in providers.items():
         if not isinstance(table, dict):

@@ -12,6 +12,7 @@ from typing import Any, TextIO, cast
 
 from aiohttp import web
 
+from . import workers
 from .app import Gateway
 from .config import Config
 from .state import State
@@ -64,6 +65,8 @@ async def serve(
     (up to ``drain_timeout_s``) while no new connection is accepted."""
     stderr = stderr or sys.stderr
     app = gateway.build_app()
+    if workers.is_worker():  # --workers N: say which worker answered
+        workers.add_worker_header(app)
     drain = gateway.config.server.drain_timeout_s
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
@@ -100,87 +103,38 @@ async def serve(
                 asyncio.get_running_loop().remove_signal_handler(number)
 
 
-def _run_loop(
-    config: Config,
-    host: str,
-    port: int,
-    log_format: str,
-    stderr: TextIO | None,
-    sock: Any = None,
-    ready: Callable[[], object] | None = None,
-) -> None:
-    async def main() -> None:
-        state = make_state(config)
-        gateway = Gateway(config, state, log_format=log_format)
-        await serve(gateway, host, port, stderr=stderr, sock=sock, announce=sock is None, ready=ready)
+def run(config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None) -> int:
+    """Serve in this process until SIGTERM / SIGINT; the exit status."""
+
+    async def main() -> int:
+        sock, out = None, stderr
+        if workers.is_worker():  # one of --workers N: share the port, report the startup line to the supervisor
+            sock, out = workers.listen_socket(host, port), workers.ready_stream()
+        if not config.server.redis_url:
+            await serve(Gateway(config, make_state(config), log_format=log_format), host, port, stderr=out, sock=sock)
+            return 0
+        # SPEC 8.8: Redis must answer at start (else one line, exit 1); its failures are counted in the metrics.
+        from .redis_state import RedisState, RedisUnavailable
+
+        state = None
+        try:
+            state = make_state(config)
+            assert isinstance(state, RedisState)
+            gateway = Gateway(config, state, log_format=log_format)
+            state.on_error = gateway.metrics.redis_errors.inc
+            await state.connect()
+        except RedisUnavailable as error:
+            if state is not None:
+                await state.close()
+            if sock is not None:
+                sock.close()
+            (stderr or sys.stderr).write(f"error: {error}\n")
+            return 1
+        await serve(gateway, host, port, stderr=out, sock=sock)
+        return 0
 
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
-
-
-def run(
-    config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None, workers: int = 1
-) -> int:
-    """Serve until SIGTERM / SIGINT; the exit status. ``workers > 1``: that many processes accept connections on
-    one listening socket (each keeps its own state unless ``redis_url`` is set)."""
-    if workers <= 1:
-        _run_loop(config, host, port, log_format, stderr)
-        return 0
-    return _run_workers(config, host, port, log_format, stderr or sys.stderr, workers)
-
-
-def _run_workers(config: Config, host: str, port: int, log_format: str, stderr: TextIO, workers: int) -> int:
-    import os
-    import socket
-
-    if not config.server.redis_url and any(key.limited for key in config.keys):
-        stderr.write(
-            f"warning: {workers} workers without redis_url: each worker keeps its own rpm / tpm / "
-            "max_concurrent counters (a key gets up to that many times its limits)\n"
-        )
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
-    bound = sock.getsockname()[1]
-    children: list[int] = []
-    ready_read, ready_write = os.pipe()
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # a worker: serve on the shared socket until told to stop
-            os.close(ready_read)
-            code = 0
-            try:
-                _run_loop(config, host, port, log_format, stderr, sock, lambda: os.write(ready_write, b"."))
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
-    os.close(ready_write)
-    started = 0
-    while started < workers:  # every worker has its signal handlers: the startup line may go out
-        data = os.read(ready_read, workers)
-        if not data:
-            break  # a worker died before it was ready
-        started += len(data)
-    os.close(ready_read)
-    sock.close()  # the workers hold it
-
-    def forward(number: int, frame: Any) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    stderr.write(startup_line(config, host, bound) + f" [{workers} workers]\n")
-    stderr.flush()
-    status = 0
-    for child in children:
-        _, wait_status = os.waitpid(child, 0)
-        if os.waitstatus_to_exitcode(wait_status) != 0:
-            status = 1
-    return status
+        return asyncio.run(main())
+    return uvloop.run(main())

@@ -1,0 +1,98 @@
+"""A real ``redis-server`` for tests: on a free loopback port, no persistence, stopped by the test that started it."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+__all__ = ["RedisServer", "free_port", "redis_server_path"]
+
+# DEBUG SLEEP stands for a slow Redis in the tests; Redis >= 7 refuses DEBUG unless enabled.
+_DEBUG = ["--enable-debug-command", "local"]
+
+
+def redis_server_path() -> str | None:
+    return shutil.which("redis-server") or ("/usr/bin/redis-server" if shutil.which("/usr/bin/redis-server") else None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``stop()``."""
+
+    def __init__(self, port: int | None = None) -> None:
+        path = redis_server_path()
+        if path is None:
+            raise RuntimeError("redis-server is not installed (.ci/run installs Debian's redis-server)")
+        self.path = path
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        if self.process is not None:
+            raise RuntimeError("redis-server already running")
+        self.process = subprocess.Popen(
+            [self.path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *_DEBUG],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not _ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, with everything it held."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+    def flush(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"FLUSHALL\r\n")
+            if not sock.recv(64).startswith(b"+OK"):
+                raise RuntimeError("FLUSHALL failed")
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
