@@ -177,3 +177,14 @@ class SSEDecoder:
         elif name == b"retry":
             if value.isdigit():
                 self.retry = int(value)
+
+
+# ------------------------------------------------------------------ encoding (the gateway's side)
+
+DONE_EVENT = b"data: [DONE]\n\n"
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+
+
+def encode_data(payload: bytes) -> bytes:
+    """One event whose data is ``payload``, which must hold no line break (compact JSON from orjson has none)."""
+    return b"data: " + payload + b"\n\n"

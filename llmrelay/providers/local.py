@@ -767,9 +767,9 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(messages, list):
         fixed: list[Any] = []
         for message in messages:
-            if isinstance(message, dict) and "content" in message:
-                content = message["content"]
-                if content is None:
+            if isinstance(message, dict) and ("content" in message or message.get("tool_calls")):
+                content = message.get("content")
+                if content is None:  # also absent beside tool_calls, as SDKs dump it (exclude_none)
                     message = {**message, "content": ""}
                 elif isinstance(content, list):
                     text = _text_of_parts(content)

@@ -1,7 +1,8 @@
 """The gateway's HTTP face (SPEC 8.3-8.7): aiohttp.web handlers over the shared core.
 
 The handlers parse and check what the caller sent, choose targets, and hand the work to the providers through
-:mod:`llmrelay.server.core`; every OpenAI-shape and error rule lives there, not here.
+:mod:`llmrelay.client.convert`, :mod:`llmrelay.client.router` and :mod:`llmrelay.errors`; every OpenAI-shape,
+retry and error rule lives there, not here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,18 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from ..errors import MissingAuthError, PaymentRequiredError, RelayError
+from ..client.convert import ChatCall, StreamShape, chat_call_from_json, completion_dict
+from ..client.router import END, Opened, Skip, first_success, is_retryable, open_events
+from ..errors import (
+    AllProvidersFailedError,
+    MissingAuthError,
+    PaymentRequiredError,
+    RelayError,
+    error_code,
+    http_status,
+)
+from ..http.sse import DONE_EVENT, KEEPALIVE_COMMENT, encode_data
 from ..responses import Answer, AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
-from . import core
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey, Route, Target, split_model
 from .keys import KeyRing, allowed, bearer
@@ -35,8 +45,6 @@ log = logging.getLogger("llmrelay.server")
 T = TypeVar("T")
 
 JSON = "application/json"
-DONE = b"data: [DONE]\n\n"
-KEEPALIVE = b": keep-alive\n\n"
 OWN_KEY = "gateway's own API key"
 LISTING_TIMEOUT = 10.0  # seconds one provider may take to list its models
 # Paths the gateway serves and their methods (for 405 versus 404).
@@ -147,7 +155,7 @@ _MARK_JSON = orjson.dumps(_MARK)
 def _text_template(shape: Any) -> tuple[bytes, bytes]:
     """The SSE event of a text piece, split around the text: built once per stream from the shape's own chunk
     (so the OpenAI-shape rules stay in one place), then only the piece is encoded per event."""
-    event = b"data: " + orjson.dumps(shape.chunk({"content": _MARK})) + b"\n\n"
+    event = encode_data(orjson.dumps(shape.chunk({"content": _MARK})))
     head, found, tail = event.partition(_MARK_JSON)
     assert found, "the text chunk does not hold its text"
     return head, tail
@@ -257,10 +265,10 @@ class Gateway:
         """Status, OpenAI error body and extra headers for an error raised while serving (SPEC 8.4)."""
         if isinstance(error, GatewayError):
             return error.status, error.to_dict(), error.headers
-        if isinstance(error, core.AllProvidersFailedError):
+        if isinstance(error, AllProvidersFailedError):
             error = error.most_informative()
         if isinstance(error, RelayError):
-            status = core.http_status(error)
+            status = http_status(error)
             headers = {}
             if status == 429 and error.retry_after is not None and math.isfinite(error.retry_after):
                 headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
@@ -380,7 +388,7 @@ class Gateway:
             try:
                 return await attempt(targets[0])
             except RelayError as error:
-                self.metrics.upstream_error(targets[0].provider, core.error_code(error))
+                self.metrics.upstream_error(targets[0].provider, error_code(error))
                 raise
         state, metrics = self.state, self.metrics
 
@@ -388,23 +396,23 @@ class Gateway:
             left = await state.cooling(target.label)
             if left > 0:
                 metrics.cooldown_skip(target.label)
-                raise core.Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
+                raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
 
         async def after_error(target: Target, error: BaseException) -> None:
             if isinstance(error, RelayError):
-                metrics.upstream_error(target.provider, core.error_code(error))
-            if core.is_retryable(error):
+                metrics.upstream_error(target.provider, error_code(error))
+            if is_retryable(error):
                 retry_after = getattr(error, "retry_after", None)
                 await state.failed(target.label, route.cooldown_after, route.cooldown_s, retry_after)
 
         async def on_success(target: Target) -> None:
             await state.succeeded(target.label)
 
-        return await core.first_success(
+        return await first_success(
             self._order(route),
             attempt,
             name=lambda target: target.label,
-            fall_back=core.is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
+            fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
             before_attempt=before_attempt,
             after_error=after_error,
             on_success=on_success,
@@ -435,7 +443,7 @@ class Gateway:
                 body = await self._body(request)
                 if type(body) is not dict:
                     raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
-                call = core.chat_call_from_json(body)
+                call = chat_call_from_json(body)
                 route, targets = self.resolve(call.model)
                 entry.route = route.name if route is not None else None
                 if route is None:
@@ -488,7 +496,7 @@ class Gateway:
     async def _complete(
         self,
         entry: Entry,
-        call: core.ChatCall,
+        call: ChatCall,
         route: Route | None,
         targets: list[Target],
         key: GatewayKey | None,
@@ -524,16 +532,14 @@ class Gateway:
         reported = answer.info.model if answer.info is not None and answer.info.model else target.model
         entry.provider, entry.model = target.provider, reported
         await self._account(entry, key, target.provider, reported, answer.usage)
-        response = self._json(entry, core.completion_json(answer, reported or call.model))
+        response = self._json(entry, completion_dict(answer, reported or call.model))
         if cache_key is not None and recorded is not None and route is not None:
             await self.state.cache_put(
                 cache_key, orjson.dumps({"p": target.provider, "e": recorded}), route.cache_ttl_s
             )
         return response
 
-    async def _replay(
-        self, request: web.Request, entry: Entry, call: core.ChatCall, cached: bytes
-    ) -> web.StreamResponse:
+    async def _replay(self, request: web.Request, entry: Entry, call: ChatCall, cached: bytes) -> web.StreamResponse:
         data = orjson.loads(cached)
         events = [_decode(item) for item in data["e"]]
         info = next((item for item in events if isinstance(item, ProviderInfo)), None)
@@ -545,9 +551,9 @@ class Gateway:
                 answer.add(item)
             if answer.usage is not None:
                 entry.tokens = answer.usage.total_tokens
-            return self._json(entry, core.completion_json(answer, entry.model or call.model))
+            return self._json(entry, completion_dict(answer, entry.model or call.model))
         rest = [item for item in events if not isinstance(item, ProviderInfo)]
-        shape = core.Shaper(info, entry.model or call.model, data["p"], call.include_usage)
+        shape = StreamShape(info, entry.model or call.model, data["p"], call.include_usage)
         response = await self._open_stream(request, entry)
         dumps = orjson.dumps
         chunks = shape.start(rest[0]) if rest else [shape.chunk(shape.role_delta(""))]
@@ -557,7 +563,7 @@ class Gateway:
                 chunks.append(shape.chunk(delta))
         chunks.extend(shape.end())
         try:
-            await response.write_eof(b"".join([b"data: " + dumps(chunk) + b"\n\n" for chunk in chunks]) + DONE)
+            await response.write_eof(b"".join([encode_data(dumps(chunk)) for chunk in chunks]) + DONE_EVENT)
         except ConnectionResetError:
             entry.status = 499
         return response
@@ -575,18 +581,18 @@ class Gateway:
         self,
         request: web.Request,
         entry: Entry,
-        call: core.ChatCall,
+        call: ChatCall,
         route: Route | None,
         targets: list[Target],
         key: GatewayKey | None,
         cache_key: str | None,
     ) -> web.StreamResponse:
-        async def attempt(target: Target) -> tuple[Target, core.Opened]:
+        async def attempt(target: Target) -> tuple[Target, Opened]:
             cls = self.provider_class(target.provider)
             label = target.label
             self.busy[label] = self.busy.get(label, 0) + 1
             try:
-                return target, await core.open_events(
+                return target, await open_events(
                     cls, target.model, call.messages, self._options(target.provider, call.options)
                 )
             except BaseException as error:
@@ -604,7 +610,7 @@ class Gateway:
             info = opened.info
             reported = info.model if info is not None and info.model else target.model
             entry.provider, entry.model = target.provider, reported
-            shape = core.Shaper(info, reported or call.model, target.provider, call.include_usage)
+            shape = StreamShape(info, reported or call.model, target.provider, call.include_usage)
             response = await self._open_stream(request, entry)
             live = _Live(response, time.monotonic())
             self._live.add(live)
@@ -627,7 +633,7 @@ class Gateway:
             await opened.aclose()
 
     async def _pump(
-        self, entry: Entry, opened: core.Opened, shape: Any, live: _Live, recorded: list[list[Any]] | None
+        self, entry: Entry, opened: Opened, shape: Any, live: _Live, recorded: list[list[Any]] | None
     ) -> None:
         """Write the answer as it arrives: one SSE event per upstream event, then ``[DONE]``."""
         response = live.response
@@ -640,10 +646,10 @@ class Gateway:
         try:
             # What arrived together goes out in one write (the role chunk with the first piece; the finish and
             # usage chunks with [DONE] and the end of the body); every piece is still its own SSE event.
-            chunks = shape.start(first) if first is not core.END else [chunk(shape.role_delta(""))]
-            if recorded is not None and first is not core.END:
+            chunks = shape.start(first) if first is not END else [chunk(shape.role_delta(""))]
+            if recorded is not None and first is not END:
                 recorded.append(_encode(first))
-            await write(b"".join([b"data: " + dumps(item) + b"\n\n" for item in chunks]))
+            await write(b"".join([encode_data(dumps(item)) for item in chunks]))
             live.last = clock()
             self.metrics.observe_ttft(time.perf_counter() - entry.start)
             head, tail_bytes = _text_template(shape)
@@ -656,21 +662,21 @@ class Gateway:
                     delta = delta_of(item)
                     if delta is None:
                         continue
-                    await write(b"data: " + dumps(chunk(delta)) + b"\n\n")
+                    await write(encode_data(dumps(chunk(delta))))
                 live.last = clock()
-            tail = [b"data: " + dumps(item) + b"\n\n" for item in shape.end()]
-            tail.append(DONE)
+            tail = [encode_data(dumps(item)) for item in shape.end()]
+            tail.append(DONE_EVENT)
             await response.write_eof(b"".join(tail))
         except ConnectionResetError:
             entry.status = 499  # the caller went away: the upstream is closed by the caller of _pump
         except Exception as error:
             # After the first byte the status line is gone: the error goes in-band, and no [DONE] follows.
             if isinstance(error, RelayError):
-                self.metrics.upstream_error(entry.provider or "", core.error_code(error))
+                self.metrics.upstream_error(entry.provider or "", error_code(error))
             status, body, _ = self._error_body(error)
             entry.status = status
             try:
-                await write(b"data: " + dumps(body) + b"\n\n")
+                await write(encode_data(dumps(body)))
                 await response.write_eof()
             except ConnectionResetError:
                 pass
@@ -692,7 +698,7 @@ class Gateway:
 
     async def _keepalive(self, live: _Live) -> None:
         try:
-            await live.response.write(KEEPALIVE)
+            await live.response.write(KEEPALIVE_COMMENT)
         except (ConnectionResetError, RuntimeError):
             pass
         finally:

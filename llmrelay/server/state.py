@@ -66,11 +66,12 @@ def _wait(seconds: float) -> float:
 
 
 class _KeyUsage:
-    __slots__ = ("requests", "slots", "tokens")
+    __slots__ = ("requests", "slots", "token_total", "tokens")
 
     def __init__(self) -> None:
         self.requests: deque[float] = deque()
         self.tokens: deque[tuple[float, int]] = deque()
+        self.token_total = 0  # the sum of ``tokens``, kept as entries come and go (a check must not sum them)
         self.slots: set[str] = set()
 
 
@@ -97,7 +98,7 @@ class MemoryState:
         while requests and requests[0] <= start:
             requests.popleft()
         while tokens and tokens[0][0] <= start:
-            tokens.popleft()
+            usage.token_total -= tokens.popleft()[1]
         return usage
 
     async def admit(self, key: str, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> str | None:
@@ -109,7 +110,7 @@ class MemoryState:
             # The request that lets one more in is the (len - rpm + 1)-th oldest.
             oldest = usage.requests[len(usage.requests) - rpm] if rpm > 0 else now
             raise LimitExceeded("rpm", _wait(oldest + WINDOW_S - now))
-        if tpm is not None and usage.tokens and sum(count for _, count in usage.tokens) >= tpm:
+        if tpm is not None and usage.tokens and usage.token_total >= tpm:
             raise LimitExceeded("tpm", _wait(usage.tokens[0][0] + WINDOW_S - now))
         if max_concurrent is not None and len(usage.slots) >= max_concurrent:
             raise LimitExceeded("max_concurrent", 1.0)
@@ -128,7 +129,10 @@ class MemoryState:
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         if tokens > 0:
-            self._usage(key, self._clock()).tokens.append((self._clock(), tokens))
+            now = self._clock()
+            usage = self._usage(key, now)
+            usage.tokens.append((now, tokens))
+            usage.token_total += tokens
 
     # ----------------------------------------------------------------- cooldowns
 

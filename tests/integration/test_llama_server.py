@@ -353,6 +353,19 @@ def test_tool_result_turn_with_null_assistant_content(llama_server: Any) -> None
     assert items[-1].reason in ("stop", "length")
 
 
+def test_tool_result_turn_without_assistant_content(llama_server: Any) -> None:
+    """SDKs that dump messages without None fields leave out ``content`` beside ``tool_calls``."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    messages = [
+        *WEATHER_QUESTION,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees, sunny"},
+    ]
+    items = collect(Local, messages, max_tokens=24)
+    assert text_of(items).strip()
+    assert "content" not in messages[1]  # adapted on a copy only
+
+
 # ------------------------------------------------------------------ connection reuse
 
 
