@@ -305,9 +305,16 @@ class Gateway:
         if length is not None and length > self.max_body:
             raise self._too_large()
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.config.server.read_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large() from None
+        except ConnectionResetError:  # the caller went away while sending its body: nothing to answer, no error
+            raise GatewayError(499, "client_closed_request", "the caller closed the connection mid-body") from None
+        except asyncio.TimeoutError:
+            seconds = self.config.server.read_timeout_s
+            raise GatewayError(
+                408, "request_timeout", f"the request body did not arrive within {seconds:g} s (read_timeout_s)"
+            ) from None
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import workers
 from .app import Gateway
@@ -37,6 +39,33 @@ def startup_line(config: Config, host: str, port: int) -> str:
     providers = ", ".join(config.providers) or "none"
     routes = ", ".join(config.routes) or "none"
     return f"llmrelay gateway on {_url(host, port)} (providers: {providers}; routes: {routes})"
+
+
+class _OneLineBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse with a traceback; a caller's garbage is one line, not a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())[:200]
+            record.msg, record.args = (
+                "llmrelay: refused a request that is not valid HTTP (%s): %s",
+                (
+                    error.code,
+                    reason,
+                ),
+            )
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BAD_REQUEST_FILTER = _OneLineBadRequests()
+
+
+def _quiet_bad_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if _BAD_REQUEST_FILTER not in logger.filters:
+        logger.addFilter(_BAD_REQUEST_FILTER)
 
 
 def make_state(config: Config) -> State | None:
@@ -68,8 +97,16 @@ async def serve(
     if workers.is_worker():  # --workers N: say which worker answered
         workers.add_worker_header(app)
     drain = gateway.config.server.drain_timeout_s
+    _quiet_bad_requests()
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=drain
+        app,
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=drain,
+        # aiohttp closes a connection whose request head has not fully arrived this long after it opened (or
+        # after the last answer on it): a caller that trickles its head (slowloris) cannot hold it forever.
+        keepalive_timeout=gateway.config.server.read_timeout_s,
     )
     await runner.setup()
     try:

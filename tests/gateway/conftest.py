@@ -26,6 +26,7 @@ from llmrelay.server.config import load_config
 BASE_CONFIG = """
 [server]
 keepalive_s = {keepalive}
+read_timeout_s = {read_timeout}
 
 [providers.up]
 api_base = "{upstream}"
@@ -37,9 +38,10 @@ default_model = "test-model"
 """
 
 
-def render(server: ScriptedServer, toml: str, keepalive: float = 15.0) -> str:
+def render(server: ScriptedServer, toml: str, keepalive: float = 15.0, read_timeout: float = 30.0) -> str:
     text = BASE_CONFIG + toml
-    return text.replace("{upstream}", server.base).replace("{keepalive}", repr(keepalive))
+    text = text.replace("{upstream}", server.base).replace("{keepalive}", repr(keepalive))
+    return text.replace("{read_timeout}", repr(read_timeout))
 
 
 @pytest.fixture
@@ -123,9 +125,15 @@ def start_command(args: list[str], env: dict[str, str] | None = None) -> tuple[s
 def spawn_gateway(server: ScriptedServer, tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
     spawned: list[Spawned] = []
 
-    def spawn(toml: str = "", *args: str, keepalive: float = 15.0, env: dict[str, str] | None = None) -> Spawned:
+    def spawn(
+        toml: str = "",
+        *args: str,
+        keepalive: float = 15.0,
+        read_timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> Spawned:
         path = tmp_path / f"spawned{len(spawned)}.toml"
-        path.write_text(render(server, toml, keepalive))
+        path.write_text(render(server, toml, keepalive, read_timeout))
         process, lines, port = start_command(["serve", "--port", "0", "--config", str(path), *args], env)
         instance = Spawned(process, port, lines)
         spawned.append(instance)
