@@ -321,6 +321,12 @@ class Gateway:
             what = "empty" if not raw else "not valid JSON"
             raise GatewayError(400, "invalid_json", f"the request body is {what}: send a JSON object") from None
 
+    async def _object_body(self, request: web.Request) -> dict[str, Any]:
+        body = await self._body(request)
+        if type(body) is not dict:
+            raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
+        return body
+
     def _too_large(self) -> GatewayError:
         return GatewayError(
             413,
@@ -447,9 +453,7 @@ class Gateway:
         try:
             try:
                 key = self._authenticate(request, entry)
-                body = await self._body(request)
-                if type(body) is not dict:
-                    raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
+                body = await self._object_body(request)
                 call = chat_call_from_json(body)
                 route, targets = self.resolve(call.model)
                 entry.route = route.name if route is not None else None
@@ -826,9 +830,7 @@ class Gateway:
         try:
             try:
                 key = self._authenticate(request, entry)
-                body = await self._body(request)
-                if type(body) is not dict:
-                    raise GatewayError(400, "invalid_json", "the request body must be a JSON object")
+                body = await self._object_body(request)
                 prompt = body.get("prompt")
                 if type(prompt) is not str or not prompt:
                     raise GatewayError(
