@@ -138,24 +138,38 @@ def provider_options(params: Mapping[str, Any], known_only: bool = True) -> dict
     """OpenAI chat parameters as provider keywords: ``extra_body`` becomes ``extra_data``; ``None`` values are left
     out (so the provider's defaults apply). With ``known_only=False`` (a request body from the wire), parameters the
     provider class does not name go into ``extra_data`` instead of raising ``TypeError``."""
+    if not params:
+        return {}
     if params.get("n") not in (None, 1):
         raise ValueError("n > 1 is not supported: one choice is read; make several requests instead")
     options: dict[str, Any] = {}
     extra: dict[str, Any] = {}
-    from ..providers.template import OPENAI_PARAMETERS
-
+    known = _known_parameters()
     for name, value in params.items():
         if value is None:
             continue
         if name == "extra_body":
             extra.update(value)
-        elif known_only or name in NAMED_PARAMETERS or name in OPENAI_PARAMETERS:
+        elif known_only or name in known:
             options[name] = value
         else:
             extra[name] = value
     if extra:
         options["extra_data"] = {**options.get("extra_data", {}), **extra}
     return options
+
+
+_KNOWN: frozenset[str] = frozenset()
+
+
+def _known_parameters() -> frozenset[str]:
+    """The chat parameters providers take by name (read lazily: importing the providers imports aiohttp)."""
+    global _KNOWN
+    if not _KNOWN:
+        from ..providers.template import OPENAI_PARAMETERS
+
+        _KNOWN = frozenset((*NAMED_PARAMETERS, *OPENAI_PARAMETERS))
+    return _KNOWN
 
 
 # ------------------------------------------------------------------------------ whole answers
