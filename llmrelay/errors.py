@@ -25,8 +25,9 @@ come from a server carry what the server said (``status``, ``code``, ``type``,
     └── AllProvidersFailedError          every provider of a fallback list failed
 
 How a response becomes one of these classes is decided in one place,
-:mod:`llmrelay.http.status`; the API key is redacted from messages and bodies by
-the provider that raised the error (it knows the key). :func:`http_status` and
+:mod:`llmrelay.http.status`; the API key is redacted where it is known: that module
+redacts what it quotes with the secrets the provider passes in, and the provider
+runs :func:`~llmrelay.http.status.redact_error` on every error it raises. :func:`http_status` and
 :func:`error_code` are the one table from an error to the HTTP answer a gateway
 gives for it (SPEC 8.4).
 """

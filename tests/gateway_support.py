@@ -18,7 +18,21 @@ from llmrelay.server.serve import serve
 STARTUP = re.compile(r"llmrelay gateway on http://([^ ]+):(\d+) \(providers: .*; routes: .*\)")
 
 
-class Running:
+class Address:
+    """The URLs of a gateway listening on ``port`` on the loopback interface."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return self.url + "/v1"
+
+
+class Running(Address):
     """A gateway served on a loop in a background thread."""
 
     def __init__(self, gateway: Gateway, log: list[str]) -> None:
@@ -31,14 +45,6 @@ class Running:
         self._ready = threading.Event()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="gateway")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base(self) -> str:
-        return self.url + "/v1"
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

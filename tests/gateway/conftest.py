@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from gateway_support import STARTUP, Lines, Running, llmrelay_command
+from gateway_support import STARTUP, Address, Lines, Running, llmrelay_command
 from scripted_server import ScriptedServer
 
 from llmrelay.server.app import Gateway
@@ -67,7 +67,7 @@ def make_gateway(
         instance.stop()
 
 
-class Spawned:
+class Spawned(Address):
     def __init__(self, process: subprocess.Popen[str], port: int, lines: list[str]) -> None:
         self.process = process
         self.port = port
@@ -79,14 +79,6 @@ class Spawned:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.lines.append(line.rstrip("\n"))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base(self) -> str:
-        return self.url + "/v1"
 
     def terminate(self, timeout: float = 20) -> int:
         if self.process.poll() is None:
