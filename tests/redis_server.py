@@ -35,7 +35,8 @@ def _ping(port: int) -> bool:
 
 
 class RedisServer:
-    """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``stop()``."""
+    """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``pause()`` /
+    ``resume()`` it (SIGSTOP / SIGCONT), ``stop()``."""
 
     def __init__(self, port: int | None = None) -> None:
         path = redis_server_path()
@@ -74,8 +75,20 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections but answers nothing (a stalled or partitioned Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`: it answers again, with everything it held."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
             try:

@@ -17,7 +17,6 @@ import weakref
 from typing import Any
 
 import pytest
-from aiohttp.client_proto import ResponseHandler
 from helpers import SECRET, acollect, collect_error, make_provider, text_of
 from scripted_server import RecordedRequest, Reply, ScriptedServer, chunk, completion, json_reply, sse
 
@@ -394,16 +393,18 @@ def test_the_aiohttp_hooks_are_in_place(server: ScriptedServer) -> None:
     server.script(json_reply(completion("ok")))
     provider = make_provider(server)
 
-    async def main() -> tuple[Any, list[str]]:
+    async def main() -> tuple[Any, list[str], list[Any]]:
         await acollect(provider)
         connector = get_session().connector
-        return connector, hook_problems(connector)
+        pooled = [protocol for held in connector._conns.values() for protocol, _ in held]  # type: ignore[union-attr]
+        return connector, hook_problems(connector), pooled
 
-    connector, problems = run(main())
+    connector, problems, pooled = run(main())
     assert LAZY_TIMER, "aiohttp's ResponseHandler lost a method the lazy idle-read timer overrides"
     assert isinstance(connector, Connector)
     assert problems == [], problems
-    assert issubclass(LazyReadTimeoutHandler, ResponseHandler)
+    # The connection the request went over (back in the pool) is one of the hooked handler's.
+    assert pooled and all(type(protocol) is LazyReadTimeoutHandler for protocol in pooled), pooled
 
 
 # ------------------------------------------------------------ 10. no key anywhere in the exception chain

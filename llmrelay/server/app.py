@@ -200,6 +200,14 @@ class Gateway:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def reload(self, config: Config) -> None:
+        """Serve new requests with ``config`` (checked whole by the caller); limits and cooldowns stay in the state."""
+        self.config = config
+        self.keys = KeyRing(config.keys)
+        self.default_provider = config.default_provider_name()
+        self._classes = {}
+        self._models = None
+
     # ------------------------------------------------------------------------ application
 
     def build_app(self) -> web.Application:

@@ -8,6 +8,7 @@ wrong. Nothing is ignored silently.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "Route",
     "ServerSettings",
     "Target",
+    "host_problem",
     "load_config",
     "split_model",
 ]
@@ -42,6 +44,7 @@ __all__ = [
 STRATEGIES = ("fallback", "round-robin", "least-busy")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
 
 
 class ConfigError(Exception):
@@ -253,22 +256,59 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
     for name, table in routes.items():
         if not isinstance(table, dict):
             raise top.error(f"routes.{name}", "must be a table ([routes.NAME])")
+        _check_route_name(top, name, config)
         config.routes[name] = _route(_Reader(label, f"routes.{name}", table), name, config, environ)
-    names: set[str] = set()
+    names: dict[str, int] = {}
+    digests: dict[bytes, int] = {}
     for number, table in enumerate(keys):
         if not isinstance(table, dict):
             raise top.error(f"keys[{number}]", "must be a table ([[keys]])")
         key = _gateway_key(_Reader(label, f"keys[{number}]", table), environ)
         if key.name in names:
             raise top.error(f"keys[{number}].name", f"duplicate key name {key.name!r}")
-        names.add(key.name)
+        if key.digest in digests:
+            # Which name would be logged, limited and allowed models would be arbitrary.
+            first = config.keys[digests[key.digest]].name
+            raise top.error(
+                f"keys[{number}]",
+                f"the key {key.name!r} is the same secret as the key {first!r} (keys[{digests[key.digest]}]): "
+                "every entry needs its own key (`llmrelay keys new NAME`)",
+            )
+        names[key.name] = number
+        digests[key.digest] = number
         config.keys.append(key)
     return config
 
 
+def _check_route_name(top: _Reader, name: str, config: Config) -> None:
+    """A route named ``provider/model`` would silently take that provider's model away from callers: refused."""
+    split = split_model(name)
+    if split is not None and config.provider(split[0]) is not None:
+        raise top.error(
+            f"routes.{name}",
+            f"a route cannot be named like the provider/model {name!r}: it would shadow the model {split[1]!r} "
+            f"of the provider {split[0]!r}; choose a name without '{split[0]}/'",
+        )
+
+
+def host_problem(host: str) -> str:
+    """What is wrong with an address to bind (``--host`` or ``[server] host``), else ""."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+        return ""
+    except ValueError:
+        pass
+    if not bare or ":" in bare or all(char.isdigit() or char == "." for char in bare) or not bare.isprintable():
+        return f"{host!r} is not a valid IP address"
+    if len(bare) > 253 or not _HOSTNAME.match(bare):
+        return f"{host!r} is neither an IP address nor a host name"
+    return ""
+
+
 def _server_settings(reader: _Reader) -> ServerSettings:
     settings = ServerSettings(
-        host=reader.get("host", str, "127.0.0.1"),
+        host=reader.get("host", str, "127.0.0.1", host_problem),
         port=reader.get("port", int, 8080, _port),
         max_body_mb=reader.get("max_body_mb", float, 20.0, _positive),
         drain_timeout_s=reader.get("drain_timeout_s", float, 30.0, _not_negative),

@@ -16,14 +16,17 @@ kept in Redis so every replica pointing at the same Redis counts together:
 Each operation is one round trip: the checks that read and write (admit, add_tokens, failed, slot renewal)
 are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree.
 
-Every call has a short timeout (``timeout_s``). When a call fails, the failure is logged once, counted
-(``on_error``, wired to ``llmrelay_redis_errors_total``), and from then on every call goes to an in-process
-:class:`MemoryState` until a background probe sees Redis answer again; then Redis is used again (logged once).
+Every call has a short timeout (``timeout_s``). When a call fails, the outage is logged (one line, not one per
+request), counted (``on_error``, wired to ``llmrelay_redis_errors_total``), and from then on every call goes to an
+in-process :class:`MemoryState` until a background probe sees Redis take a write again; then Redis is used again
+(logged too). Every outage and recovery is logged, at most five outages a minute (the rest are counted in the next
+line), so a flapping Redis cannot flood the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -55,7 +58,10 @@ T = TypeVar("T")
 WINDOW_MS = int(WINDOW_S * 1000)
 _LIMITS = {1: "rpm", 2: "tpm", 3: "max_concurrent"}
 _STREAK_TTL_MS = 24 * 3600 * 1000
-_RELOG_S = 60.0  # a failure streak nobody touched for a day is forgotten
+# Each outage and each recovery is logged, up to _LOG_MAX outages per _LOG_WINDOW_S; past that an outage is only
+# counted (and its recovery not logged), and the next logged outage says how many were not.
+_LOG_WINDOW_S = 60.0
+_LOG_MAX = 5
 
 # Shared Lua: Redis time in ms, the token count of a tpm entry, and trimming a tpm window (returns its sum).
 _LUA_COMMON = """
@@ -291,8 +297,9 @@ class RedisState:
         # (the gateway asks cooling() before each attempt, so a success after a streak elsewhere still resets it).
         self._streaks: set[str] = set()
         self._down = False
-        self._logged_at: float | None = None  # when a failure was last logged
-        self._quiet = False  # the current failure was not logged (nor will its end be)
+        self._logged: collections.deque[float] = collections.deque()  # when the outages of the window were logged
+        self._unlogged = 0  # outages not logged since the last logged one
+        self._quiet = False  # the current outage was not logged (nor will its end be)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
@@ -343,16 +350,21 @@ class RedisState:
         if self._down or self._closed:
             return
         self._down = True
-        # Once, not per request; and a Redis that answers PING but fails commands (full, read-only) and so goes
-        # back and forth is logged again only after a quiet minute.
         now = time.monotonic()
-        self._quiet = self._logged_at is not None and now - self._logged_at < _RELOG_S
-        if not self._quiet:
-            self._logged_at = now
+        while self._logged and now - self._logged[0] >= _LOG_WINDOW_S:
+            self._logged.popleft()
+        self._quiet = len(self._logged) >= _LOG_MAX
+        if self._quiet:
+            self._unlogged += 1
+        else:
+            self._logged.append(now)
+            skipped = f" ({self._unlogged} more outages since the last one logged)" if self._unlogged else ""
+            self._unlogged = 0
             log.warning(
-                "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again",
+                "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again%s",
                 self.url,
                 _reason(error),
+                skipped,
             )
         self._spawn(self._probe())
 
@@ -365,7 +377,9 @@ class RedisState:
         while self._down and not self._closed:
             await asyncio.sleep(self.probe_interval_s)
             try:
-                await self._redis.ping()
+                # A write, not PING: a Redis that answers but refuses writes (read-only replica, out of memory)
+                # has not come back.
+                await self._redis.set(self._key("probe", self._id_prefix), b"1", px=_ms(self.probe_interval_s) + 1000)
             except (RedisError, OSError, asyncio.TimeoutError):
                 continue
             self._down = False

@@ -183,7 +183,7 @@ def test_redis_unreachable_at_start_exits_1_with_one_line(server: ScriptedServer
 def test_workers_spread_share_limits_and_drain(server: ScriptedServer, spawn_gateway, redis: RedisServer) -> None:
     toml = key_entry("alice", rpm=5) + key_entry("dave")
     gw = spawn_gateway(toml, "--workers", "3", env={"LLMRELAY_REDIS_URL": redis.url})
-    assert gw.lines[-1].endswith(") [3 workers]")
+    assert gw.lines[-1].endswith("; 3 workers)")
     server.route("POST", FIRST, json_reply(completion("ok")))
 
     async def main() -> None:
@@ -271,7 +271,7 @@ def test_redis_lost_under_load_then_back(server: ScriptedServer, spawn_gateway) 
         for gw in (a, b):
             lost = [line for line in gw.lines if "failed (" in line and "redis at" in line]
             assert len(lost) == 1, gw.lines  # logged once, not per request
-            assert any("answers again" in line for line in gw.lines)
+            assert any("answers again: " in line for line in gw.lines)
             metrics = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
             counted = [line for line in metrics.splitlines() if line.startswith("llmrelay_redis_errors_total ")]
             assert counted and float(counted[0].split()[1]) >= 1, counted

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from llmrelay import OpenaiTemplate
+from llmrelay.client import AsyncClient, Client
 from llmrelay.errors import ModelNotFoundError, ResponseError, ServerError
 from llmrelay.http.session import close_sessions, open_response
 from llmrelay.providers.listing import cached_listing, clear_model_cache
@@ -485,10 +486,8 @@ def test_local_rejects_an_unknown_model_before_sending(llama_server: Any) -> Non
 
 
 def test_async_client_chat_stream_and_tool_round_trip(llama_server: Any) -> None:
-    client_module = pytest.importorskip("llmrelay.client")
-
     async def main() -> None:
-        async with client_module.AsyncClient(provider=Local) as client:
+        async with AsyncClient(provider=Local) as client:
             models = await client.models.list()
             assert sorted(model.id for model in models.data) == ["smollm2", "smollm2-tools"]
 
@@ -539,8 +538,7 @@ async def tool_round_trip(client: Any) -> None:
 
 
 def test_sync_client_chat_and_stream(llama_server: Any) -> None:
-    client_module = pytest.importorskip("llmrelay.client")
-    with client_module.Client(provider="local") as client:
+    with Client(provider="local") as client:
         completion = client.chat.completions.create(model="", messages=HELLO, max_tokens=12)
         assert completion.choices[0].message.content.strip()
         assert completion.usage.completion_tokens > 0
