@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = ["add_commands"]
 
@@ -66,7 +69,7 @@ def _fail(message: str) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, host_problem, load_config
+    from .config import ConfigError, load_config
     from .reload import hold_reloads, send_reload
 
     if args.reload:
@@ -89,33 +92,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.default_provider_name()
     except (ConfigError, ValueError) as error:
         return _fail(str(error))
-    if args.host is not None and host_problem(args.host):
-        return _fail(f"--host {host_problem(args.host)}")
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    if not 0 <= port <= 65535:
-        return _fail(f"--port must be 0-65535, not {port}")
-    from .serve import is_loopback, run
-    from .workers import workers_problem
-
-    problem = workers_problem(args.workers)
-    if problem:
-        return _fail(problem)
-
-    if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
-        return _fail(
-            f"refusing to serve {host} without a gateway key: add [[keys]] to the config "
-            "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
-        )
-    from .workers import is_worker
+    refusal = _refusal(args, config, host, port)
+    if refusal:
+        return _fail(refusal)
+    from .serve import run
+    from .workers import is_worker, supervise
 
     pid_file = None if is_worker() else args.pid_file  # the supervisor's file, not its workers'
     if pid_file and not _write_pid(pid_file):
         return _fail(f"cannot write the pid file {pid_file}")
     try:
         if args.workers > 1:  # SPEC 8.8: N processes on one port, supervised by this one
-            from .workers import supervise
-
             return supervise(config, host, port, args.workers, sys.argv[1:])
         return run(config, host, port, log_format=args.log_format)
     except OSError as error:
@@ -123,6 +112,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if pid_file:
             _remove_pid(pid_file)
+
+
+def _refusal(args: argparse.Namespace, config: Config, host: str, port: int) -> str | None:
+    """Why ``serve`` with these arguments must not start (one line), else None."""
+    from .config import host_problem
+    from .serve import is_loopback
+    from .workers import workers_problem
+
+    if args.host is not None and host_problem(args.host):
+        return f"--host {host_problem(args.host)}"
+    if not 0 <= port <= 65535:
+        return f"--port must be 0-65535, not {port}"
+    problem = workers_problem(args.workers)
+    if problem:
+        return problem
+    if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
+        return (
+            f"refusing to serve {host} without a gateway key: add [[keys]] to the config "
+            "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
+        )
+    return None
 
 
 def _write_pid(path: str) -> bool:

@@ -4,8 +4,11 @@ The supervisor (the process the user started) picks the port, starts N workers �
 command with ``--workers 1`` and the chosen port — and waits until every one of them listens; then it prints the
 one startup line. The kernel spreads new connections over the workers' sockets. SIGTERM / SIGINT to the
 supervisor is passed to every worker (each drains its in-flight requests, then exits); the supervisor exits 0 when
-all did. A worker that dies while serving is logged and started again. The workers sit in their own process group
-(Ctrl-C reaches only the supervisor, which forwards it once) and get SIGTERM if the supervisor itself dies.
+all did — at any moment, start-up included (no more workers are started once it came). SIGHUP is passed to every
+worker that listens (each reloads its configuration, see :mod:`.reload`), and to a starting one once it listens.
+A worker that dies while serving is logged and started again. The workers sit in their own process group (Ctrl-C
+reaches only the supervisor, which forwards it once) and get SIGTERM if the supervisor itself dies, even while they
+start (Linux: PR_SET_PDEATHSIG, set before exec). ``--workers`` is bounded by :func:`max_workers` (4 per CPU).
 
 Worker side: :func:`is_worker`, :func:`listen_socket` (the SO_REUSEPORT socket), :func:`ready_stream` (where the
 startup line goes: to the supervisor) and :func:`add_worker_header` (``x-llmrelay-worker: PID`` on responses).

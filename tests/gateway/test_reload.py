@@ -1,0 +1,142 @@
+"""Reloading the configuration without a restart: SIGHUP / ``llmrelay serve --reload PIDFILE`` re-read the file,
+check it whole and swap it in for new requests; a bad file leaves the running configuration; key limits and
+cooldowns go on counting; with ``--workers`` every worker reloads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import render
+from gateway_support import Lines, llmrelay_command
+from raw import afetch, chat
+from scripted_server import Reply, ScriptedServer, chunk, completion, json_reply, sse
+
+from llmrelay.server.reload import reload_gateway
+
+FIRST = "/v1/chat/completions"
+SECOND = "/v1/second/chat/completions"
+
+
+def key_entry(name: str, **limits: int) -> str:
+    digest = hashlib.sha256(f"sk-llmrelay-{name}-0123456789abcdef".encode()).hexdigest()
+    return f'[[keys]]\nname = "{name}"\nsha256 = "{digest}"\n' + "".join(f"{k} = {v}\n" for k, v in limits.items())
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer sk-llmrelay-{name}-0123456789abcdef"}
+
+
+def paths(server: ScriptedServer) -> list[str]:
+    return [request.route_path for request in server.requests if request.method == "POST"]
+
+
+PAIR = '[routes.pair]\ntargets = ["up/a", "up2/b"]\ncooldown_after = 1\ncooldown_s = 600\n'
+BEFORE = key_entry("alice", rpm=3) + PAIR + '[routes.fast]\ntargets = ["up/a"]\n'
+AFTER = key_entry("alice", rpm=3) + key_entry("bob") + PAIR + '[routes.fast]\ntargets = ["up2/b"]\n'
+
+
+def test_reload_swaps_routes_and_keys_and_keeps_limits_and_cooldowns(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway(BEFORE)
+    path = Path(gw.gateway.config.path)
+    server.route("POST", FIRST, json_reply({"error": {"message": "down"}}, 500))
+    server.route("POST", SECOND, json_reply(completion("b")))
+    assert chat(gw.url, "pair", auth("alice")).status == 200  # up/a failed: cooling for 600 s; alice: 1 of 3
+    assert chat(gw.url, "fast", auth("bob")).status == 401  # no bob yet
+
+    path.write_text(render(server, AFTER))
+    said: list[str] = []
+    assert gw.run(reload_gateway(gw.gateway, Lines(said, lambda line: None)))  # type: ignore[arg-type]
+    assert len(said) == 1 and f"reloaded {path} (" in said[0] and "routes: pair, fast; keys: 2" in said[0], said
+
+    assert chat(gw.url, "fast", auth("alice")).status == 200  # the new target of fast; alice: 2 of 3
+    assert chat(gw.url, "pair", auth("alice")).status == 200  # up/a still cooling: straight to up2; 3 of 3
+    assert paths(server) == [FIRST, SECOND, SECOND, SECOND]
+    assert chat(gw.url, "fast", auth("alice")).status == 429  # her rpm window survived the reload
+    assert chat(gw.url, "fast", auth("bob")).status == 200  # the new key
+
+    # A file with a mistake: logged, and the running configuration stays.
+    path.write_text(render(server, AFTER + '[routes.broken]\ntargets = ["up/a"]\nstrategy = "best"\n'))
+    said.clear()
+    assert not gw.run(reload_gateway(gw.gateway, Lines(said, lambda line: None)))  # type: ignore[arg-type]
+    assert len(said) == 1 and "reload failed, still serving the previous configuration" in said[0], said
+    assert "routes.broken.strategy: unknown strategy 'best'" in said[0]
+    assert chat(gw.url, "fast", auth("bob")).status == 200
+    listed = asyncio.run(afetch("GET", gw.url + "/v1/models", headers=auth("bob"))).json()["data"]
+    assert "fast" in [m["id"] for m in listed] and "broken" not in [m["id"] for m in listed]
+
+
+def test_a_stream_in_flight_finishes_on_the_configuration_it_started_with(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway('[routes.fast]\ntargets = ["up/a"]\n')
+    slow = [sse(chunk("one")), 1.0, sse(chunk(" two"), chunk(finish_reason="stop"), "[DONE]")]
+    server.route("POST", FIRST, Reply(headers={"Content-Type": "text/event-stream"}, writes=slow))
+    server.route("POST", SECOND, json_reply(completion("from b")))
+
+    async def main() -> None:
+        body = {"model": "fast", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+        streaming = asyncio.create_task(afetch("POST", gw.url + "/v1/chat/completions", body))
+        assert await server.wait_for_async(lambda: len(server.requests) == 1)
+        Path(gw.gateway.config.path).write_text(render(server, '[routes.fast]\ntargets = ["up2/b"]\n'))
+        reloaded = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(reload_gateway(gw.gateway), gw.loop))
+        assert await reloaded
+        fresh = await afetch("POST", gw.url + "/v1/chat/completions", {**body, "stream": False})
+        assert fresh.headers["x-llmrelay-provider"] == "up2" and server.requests[-1].json()["model"] == "b"
+        old = await streaming
+        assert old.status == 200 and old.headers["x-llmrelay-provider"] == "up"
+        texts = [c["choices"][0]["delta"].get("content") for c in old.chunks() if c["choices"]]
+        assert "".join(t for t in texts if t) == "one two" and old.body.endswith(b"data: [DONE]\n\n")
+
+    asyncio.run(main())
+
+
+def wait_for_lines(lines: list[str], word: str, count: int, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in lines if word in line]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_installed_command_reloads_every_worker(
+    server: ScriptedServer, spawn_gateway, tmp_path: Path, workers: int
+) -> None:
+    pid_file = tmp_path / "gateway.pid"
+    gw = spawn_gateway('[routes.old]\ntargets = ["up/a"]\n', "--workers", str(workers), "--pid-file", str(pid_file))
+    assert pid_file.read_text().strip() == str(gw.process.pid)
+    server.route("POST", SECOND, json_reply(completion("b")))
+    config = tmp_path / "spawned0.toml"
+
+    async def statuses(model: str) -> list[int]:
+        # One connection per request, so that with --workers every worker answers some.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            found = []
+            for _ in range(12):
+                body = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+                async with session.post(gw.base + "/chat/completions", json=body) as response:
+                    found.append(response.status)
+            return found
+
+    assert 200 not in asyncio.run(statuses("new"))  # no such route yet: the default provider, unscripted there
+    config.write_text(render(server, '[routes.new]\ntargets = ["up2/b"]\n'))
+    done = subprocess.run([llmrelay_command(), "serve", "--reload", str(pid_file)], capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    reloaded = wait_for_lines(gw.lines, "reloaded", workers)
+    assert len(reloaded) == workers and len({line.split(":")[0] for line in reloaded}) == workers, gw.lines
+    assert asyncio.run(statuses("new")) == [200] * 12
+
+    config.write_text("[routes.new]\nnot toml")
+    gw.process.send_signal(signal.SIGHUP)
+    assert len(wait_for_lines(gw.lines, "reload failed", workers)) == workers, gw.lines
+    assert asyncio.run(statuses("new")) == [200] * 12
+    assert gw.terminate() == 0
+    assert not pid_file.exists()
+    assert not [line for line in gw.lines if "Traceback" in line]
