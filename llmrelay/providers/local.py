@@ -44,7 +44,10 @@ from ..errors import (
     StreamIncompleteError,
     UnsupportedParameterError,
 )
+from ..http.session import open_response
+from ..responses import FinishReason, Reasoning, ToolCalls, Usage
 from ..typing import AsyncResult, Messages
+from .reading import read_body
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -64,6 +67,8 @@ __all__ = [
     "running_server",
     "shutdown_server",
     "start_server",
+    "StreamTokens",
+    "count_tokens",
 ]
 
 DEFAULT_ALIAS = "smollm2"
@@ -852,16 +857,26 @@ class Local(OpenaiTemplate):
 
     @classmethod
     async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
-        """The template's stream, plus one llama.cpp quirk: a prompt longer than the context gets a 200
-        ``text/event-stream`` with an empty body (the server's error goes to its log), which becomes
-        ``ContextLengthError`` here."""
+        """The template's stream, plus two llama.cpp quirks:
+
+        * a prompt longer than the context gets a 200 ``text/event-stream`` with an empty body (the server's
+          error goes to its log), which becomes ``ContextLengthError`` here;
+        * a stream carries no usage (the server ignores ``stream_options``): it is counted here and sent before
+          the finish reason (see :class:`StreamTokens`), so token limits and metrics see local streams too.
+        """
         server = running_server()
         log_offset = _log_size(server)
         started = False
+        counter = StreamTokens() if kwargs.get("stream") else None
         try:
             async for item in super().create_async_generator(model, messages, **kwargs):
                 started = True
+                if counter is not None and not counter.take(item):
+                    continue  # the finish reason: held until the usage is counted
                 yield item
+            if counter is not None:
+                for item in await counter.trailer(cls, messages, kwargs):
+                    yield item
         except StreamIncompleteError as error:
             if started or error.partial_text:
                 raise
@@ -878,3 +893,96 @@ class Local(OpenaiTemplate):
             raise ContextLengthError(
                 f"the prompt does not fit the local model's context ({reason})", provider=cls.get_name()
             ) from None
+
+
+class StreamTokens:
+    """Counts a local stream's tokens when the server sends no usage (llama_cpp.server never does in a stream).
+
+    * completion: one per text or reasoning event (llama_cpp.server sends one event per generated token; a
+      character split over two tokens, or text held back while it could start a stop sequence, arrives as one
+      event, so the count can be a little low), plus llama.cpp's tokenizer over the arguments of tool calls;
+    * prompt: llama.cpp's tokenizer (the server's ``/extras/tokenize/count``) over the messages' roles and text
+      and the tool definitions — the chat template's own few tokens per message are not in it, so it is a
+      little low too. A non-streamed answer carries the server's exact counts.
+    """
+
+    __slots__ = ("calls", "events", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.calls: list[Any] = []
+        self.finish: FinishReason | None = None
+        self.usage = False
+
+    def take(self, item: Any) -> bool:
+        """Count ``item``; False for the finish reason, which is held back (it must come last)."""
+        if type(item) is str or isinstance(item, Reasoning):
+            self.events += 1
+        elif isinstance(item, ToolCalls):
+            self.calls = list(item.calls)
+        elif isinstance(item, Usage):
+            self.usage = True
+        elif isinstance(item, FinishReason):
+            self.finish = item
+            return False
+        return True
+
+    async def trailer(self, cls: type[Local], messages: Messages, options: dict[str, Any]) -> list[Any]:
+        """The usage (unless the server sent one) and the held finish reason."""
+        items: list[Any] = []
+        if not self.usage:
+            base = cls.get_api_base(options.get("api_base")).removesuffix("/v1")
+            arguments = [json.dumps(call.get("function") or {}) for call in self.calls if isinstance(call, dict)]
+            prompt, extra = await asyncio.gather(
+                count_tokens(base, _prompt_text(messages, options.get("tools"))),
+                count_tokens(base, "\n".join(arguments)) if arguments else _zero(),
+            )
+            items.append(Usage(prompt, self.events + extra))
+        if self.finish is not None:
+            items.append(self.finish)
+        return items
+
+
+async def _zero() -> int:
+    return 0
+
+
+def _prompt_text(messages: Any, tools: Any) -> str:
+    """What the model reads of a chat, as text: each message's role, text and tool calls, then the tools."""
+    parts: list[str] = []
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        parts.append(str(message.get("role", "")))
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        if message.get("tool_calls"):
+            parts.append(json.dumps(message["tool_calls"]))
+    if tools:
+        parts.append(json.dumps(tools))
+    return "\n".join(parts)
+
+
+async def count_tokens(server_url: str, text: str, timeout: float = 10.0) -> int:
+    """The number of tokens llama.cpp's tokenizer makes of ``text`` (llama_cpp.server's /extras/tokenize/count at
+    ``server_url``, its address without ``/v1``); 0 when the server cannot say (an older server, or it is gone)."""
+    if not text:
+        return 0
+    body = json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode()
+    try:
+        response = await open_response(
+            "POST",
+            server_url + "/extras/tokenize/count",
+            headers={"Content-Type": "application/json"},
+            body=body,
+            timeout=timeout,
+            provider=Local.label,
+        )
+        data = json.loads(await read_body(response, Local.label, timeout))
+        count = data.get("count") if isinstance(data, dict) else None
+    except (RelayError, ValueError):
+        return 0
+    return count if type(count) is int and count >= 0 else 0
