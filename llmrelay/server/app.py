@@ -103,12 +103,13 @@ class Gateway:
         self.pipeline.default_provider = name
 
     def reload(self, config: Config) -> None:
-        """Serve new requests with ``config`` (checked whole by the caller); limits and cooldowns stay in the state."""
-        self.config = config
-        self.keys = KeyRing(config.keys)
-        self.default_provider = config.default_provider_name()
-        self._classes = {}
-        self._models = None
+        """Serve new requests with ``config`` (checked whole by the caller, see :mod:`.reload`): they get a new
+        pipeline, while requests in flight finish on the one they started with. Limits, cooldowns and the cache
+        stay in the state; in-flight counts (least-busy) and round-robin turns carry over."""
+        pipeline = Pipeline(config, self.state, self.metrics, self.writer)
+        pipeline.busy, pipeline.turns = self.pipeline.busy, self.pipeline.turns
+        self.listing.reload(config)
+        self.config, self.keys, self.pipeline = config, KeyRing(config.keys), pipeline
 
     # ------------------------------------------------------------------------ application
 
@@ -122,10 +123,10 @@ class Gateway:
         return app
 
     def _handler(self, endpoint: Endpoint) -> Plain:
-        handle, pipeline = endpoint.handle, self.pipeline
+        handle = endpoint.handle
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await handle(pipeline, request[EXCHANGE])
+            return await handle(self.pipeline, request[EXCHANGE])  # read per request: a reload swaps it
 
         return handler
 

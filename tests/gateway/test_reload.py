@@ -95,6 +95,37 @@ def test_a_stream_in_flight_finishes_on_the_configuration_it_started_with(server
     asyncio.run(main())
 
 
+def test_a_request_in_flight_falls_back_on_the_providers_it_started_with(
+    server: ScriptedServer, make_gateway
+) -> None:
+    """The route's second target is moved to another URL by a reload while a request waits on the first target:
+    that request falls back to the second target where it was, new requests go to the new URL."""
+    gw = make_gateway('[routes.fast]\ntargets = ["up/a", "up2/b"]\n')
+    slow_failure = json_reply({"error": {"message": "down"}}, 500)
+    slow_failure.head_delay = 1.0
+    server.route("POST", FIRST, slow_failure)
+    server.route("POST", SECOND, json_reply(completion("from second")))
+    server.route("POST", "/v1/third/chat/completions", json_reply(completion("from third")))
+    moved = '[routes.fast]\ntargets = ["up/a", "up2/b"]\n'
+
+    async def main() -> None:
+        waiting = asyncio.create_task(afetch("POST", gw.url + "/v1/chat/completions", BODY))
+        assert await server.wait_for_async(lambda: len(server.requests) == 1)
+        text = render(server, moved).replace(f'"{server.base}/second"', f'"{server.base}/third"')
+        Path(gw.gateway.config.path).write_text(text)
+        assert await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(reload_gateway(gw.gateway), gw.loop))
+        old = await waiting
+        assert old.status == 200 and old.json()["choices"][0]["message"]["content"] == "from second"
+        fresh = await afetch("POST", gw.url + "/v1/chat/completions", BODY)
+        assert fresh.status == 200 and fresh.json()["choices"][0]["message"]["content"] == "from third"
+
+    asyncio.run(main())
+    assert paths(server) == [FIRST, SECOND, FIRST, "/v1/third/chat/completions"]
+
+
+BODY = {"model": "fast", "messages": [{"role": "user", "content": "Hi"}]}
+
+
 def wait_for_lines(lines: list[str], word: str, count: int, timeout: float = 30) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
