@@ -95,9 +95,7 @@ def test_a_stream_in_flight_finishes_on_the_configuration_it_started_with(server
     asyncio.run(main())
 
 
-def test_a_request_in_flight_falls_back_on_the_providers_it_started_with(
-    server: ScriptedServer, make_gateway
-) -> None:
+def test_a_request_in_flight_falls_back_on_the_providers_it_started_with(server: ScriptedServer, make_gateway) -> None:
     """The route's second target is moved to another URL by a reload while a request waits on the first target:
     that request falls back to the second target where it was, new requests go to the new URL."""
     gw = make_gateway('[routes.fast]\ntargets = ["up/a", "up2/b"]\n')
