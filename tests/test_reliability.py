@@ -604,8 +604,20 @@ def test_bad_headers_are_refused_before_any_request(server: ScriptedServer, head
     assert server.requests == []
 
 
-def test_check_headers_accepts_none_values_and_tabs() -> None:
-    check_headers({"X-Remove": None, "X-Tab": "a\tb", "X-Unicode": "café"})
+def test_check_headers_accepts_none_values_and_tabs(server: ScriptedServer) -> None:
+    check_headers({"X-Remove": None, "X-Unicode": "café"})  # no error: None (a provider's "remove") is allowed
+    headers = {"X-Tab": "a\tb", "X-Plain": "value"}
+    check_headers(headers)
+    server.script(json_reply(completion("ok")))
+
+    async def main() -> None:
+        response = await open_response("POST", server.base + "/chat/completions", headers=headers, body=b"{}")
+        await response.release()
+
+    run(main())
+    (request,) = server.requests
+    sent = {name.lower(): value for name, value in request.raw_headers}
+    assert sent["x-tab"] == "a\tb" and sent["x-plain"] == "value"  # a tab inside a value goes out as it is
 
 
 @pytest.mark.parametrize(

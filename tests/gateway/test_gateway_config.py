@@ -205,6 +205,24 @@ def test_serve_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "b"\nsha256 = "{DIGEST}"\n',
+            "keys[1]: the key 'b' is the same secret as the key 'a' (keys[0])",
+        ),
+        ('[routes."local/smollm2"]\ntargets = ["local/smollm2"]\n', "routes.local/smollm2: a route cannot be named"),
+    ],
+)
+def test_the_command_refuses_a_duplicate_key_and_a_shadowing_route(tmp_path: Path, text: str, said: str) -> None:
+    path = write(tmp_path, text)
+    for args in (["--check-config", path], ["--port", "0", "--config", path]):
+        done = run_cli("serve", *args)
+        assert done.returncode == 1 and done.stderr == f"error: {path}: {said}" + done.stderr.split(said, 1)[1]
+        assert done.stderr.count("\n") == 1 and DIGEST not in done.stderr
+
+
 def test_a_route_not_shaped_like_a_provider_model_may_hold_a_slash(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[routes."team/fast"]\ntargets = ["local/smollm2"]\n'), environ={})
     assert list(config.routes) == ["team/fast"]
