@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ..http.sse import DONE_EVENT, KEEPALIVE_COMMENT, encode_data
 from ..responses import Answer, AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
+from . import playground
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey, Route, Target, split_model
 from .keys import KeyRing, allowed, bearer
@@ -211,6 +212,8 @@ class Gateway:
         add("POST", "/v1/images/generations", self.images)
         add("GET", "/health", self.health)
         add("GET", "/metrics", self.metrics_page)
+        if self.config.server.playground:
+            playground.add_routes(app.router)
         add("*", "/{tail:.*}", self.fallback)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)

@@ -59,6 +59,7 @@ class ServerSettings:
     keepalive_s: float = 15.0  # `: keep-alive` comment after this long without upstream output
     models_ttl_s: float = 60.0  # how long GET /v1/models answers from its cached listing
     read_timeout_s: float = 30.0  # a caller's request head, and then its body, must arrive within this
+    playground: bool = True  # GET / serves the playground page (SPEC 11)
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         keepalive_s=reader.get("keepalive_s", float, 15.0, _positive),
         models_ttl_s=reader.get("models_ttl_s", float, 60.0, _not_negative),
         read_timeout_s=reader.get("read_timeout_s", float, 30.0, _positive),
+        playground=reader.get("playground", bool, True),
     )
     reader.finish()
     return settings
