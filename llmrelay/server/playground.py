@@ -7,6 +7,7 @@ gateway that served it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from aiohttp import web
@@ -36,7 +37,7 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
     return {path: (folder.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
 
 
-def _handler(body: bytes, kind: str) -> web.Handler:
+def _handler(body: bytes, kind: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     headers = {**_HEADERS, "Content-Type": kind}
 
     async def serve(request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,7 @@
   const KEY_STORE = "llmrelay.gateway-key"; // sessionStorage only
   const SETTINGS_STORE = "llmrelay.playground"; // localStorage: model choices and sampling, never the key
   const CHAT_PATH = "/v1/chat/completions";
+  const BURST_S = 0.05; // an answer that arrived within this is a burst (a cache hit): no rate to show
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -487,7 +488,7 @@
   function countPiece(answer) {
     answer.pieces += 1;
     const seconds = (performance.now() - answer.first) / 1000;
-    if (answer.pieces > 1 && seconds > 0) answer.tps.textContent = rate((answer.pieces - 1) / seconds);
+    answer.tps.textContent = answer.pieces > 1 && seconds >= BURST_S ? rate((answer.pieces - 1) / seconds) : "—";
   }
 
   function finish(answer) {
@@ -502,7 +503,7 @@
       if (Number.isFinite(usage.completion_tokens)) parts.push(`${usage.completion_tokens} out`);
       if (parts.length) answer.tokens.textContent = parts.join(" · ");
       const seconds = (answer.ended - answer.first) / 1000;
-      if (answer.first && Number.isFinite(usage.completion_tokens) && seconds > 0) {
+      if (answer.first && Number.isFinite(usage.completion_tokens) && seconds >= BURST_S) {
         answer.tps.textContent = rate(usage.completion_tokens / seconds);
       }
     }
@@ -575,51 +576,76 @@
 
   function fillCode(answer) {
     const keyed = Boolean(gatewayKey());
-    const blocks = [["curl", curlOf(answer.request, keyed)], ["Python (openai SDK)", pythonOf(answer.request, keyed)]];
-    const parts = [];
-    for (const [label, source] of blocks) {
-      const head = el("div", "code-head");
-      const copyButton = button("Copy", () => copy(copyButton, source));
-      copyButton.setAttribute("aria-label", `Copy the ${label} code`);
-      head.append(el("span", "code-label", label), copyButton);
+    const blocks = [["curl", curlOf(answer.request, keyed)], ["Python", pythonOf(answer.request, keyed)]];
+    const tabs = el("div", "code-tabs");
+    tabs.setAttribute("role", "tablist");
+    tabs.setAttribute("aria-label", "This request as code (without the key)");
+    const panels = blocks.map(([label, source], n) => {
       const pre = el("pre", "code");
       pre.append(el("code", "", source));
       pre.tabIndex = 0;
-      parts.push(head, pre);
+      pre.setAttribute("role", "tabpanel");
+      pre.setAttribute("aria-label", label);
+      return pre;
+    });
+    const tabButtons = blocks.map(([label], n) => {
+      const tab = button(label, () => select(n), "small tab");
+      tab.setAttribute("role", "tab");
+      return tab;
+    });
+    const copyButton = button("Copy", () => copy(copyButton, blocks[answer.codeTab || 0][1]), "small copy-code");
+    copyButton.setAttribute("aria-label", "Copy this code");
+    function select(n) {
+      answer.codeTab = n;
+      tabButtons.forEach((tab, i) => tab.setAttribute("aria-selected", String(i === n)));
+      panels.forEach((panel, i) => { panel.hidden = i !== n; });
     }
-    answer.code.replaceChildren(...parts);
+    tabs.append(...tabButtons, copyButton);
+    answer.code.replaceChildren(tabs, ...panels);
+    select(answer.codeTab || 0);
   }
 
   function shellQuote(text) {
     return "'" + text.replace(/'/g, "'\\''") + "'";
   }
 
-  function curlOf(request, keyed) {
-    const lines = [`curl -N ${shellQuote(location.origin + CHAT_PATH)}`, `-H 'Content-Type: application/json'`];
-    if (keyed) lines.push(`-H "Authorization: Bearer $LLMRELAY_KEY"`);
-    lines.push(`-d ${shellQuote(JSON.stringify(request, null, 2))}`);
-    return lines.join(" \\\n  ");
+  function inlineJson(value) {
+    if (Array.isArray(value)) return "[" + value.map(inlineJson).join(", ") + "]";
+    if (value && typeof value === "object") {
+      return "{" + Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${inlineJson(v)}`).join(", ") + "}";
+    }
+    return JSON.stringify(value);
   }
 
-  function py(value, indent) {
-    const pad = "    ".repeat(indent + 1);
-    const close = "    ".repeat(indent);
+  function inlinePython(value) {
     if (value === null || value === undefined) return "None";
     if (value === true) return "True";
     if (value === false) return "False";
-    if (typeof value === "number") return String(value);
-    if (typeof value === "string") return JSON.stringify(value); // a JSON string is a valid Python literal
-    if (Array.isArray(value)) {
-      if (!value.length) return "[]";
-      return "[\n" + value.map((v) => pad + py(v, indent + 1) + ",\n").join("") + close + "]";
+    if (Array.isArray(value)) return "[" + value.map(inlinePython).join(", ") + "]";
+    if (typeof value === "object") {
+      return "{" + Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}: ${inlinePython(v)}`).join(", ") + "}";
     }
-    const entries = Object.entries(value);
-    if (!entries.length) return "{}";
-    return "{\n" + entries.map(([k, v]) => `${pad}${JSON.stringify(k)}: ${py(v, indent + 1)},\n`).join("") + close + "}";
+    return JSON.stringify(value); // a number, or a string: a JSON string is a valid Python literal
+  }
+
+  function curlOf(request, keyed) {
+    const fields = Object.entries(request).map(([name, value]) => {
+      const shown = name === "messages"
+        ? "[\n" + value.map((m) => "    " + inlineJson(m)).join(",\n") + "\n  ]"
+        : inlineJson(value);
+      return `  ${JSON.stringify(name)}: ${shown}`;
+    });
+    const body = "{\n" + fields.join(",\n") + "\n}";
+    const lines = [`curl -N ${shellQuote(location.origin + CHAT_PATH)}`, `-H 'Content-Type: application/json'`];
+    if (keyed) lines.push(`-H "Authorization: Bearer $LLMRELAY_KEY"`);
+    lines.push(`-d ${shellQuote(body)}`);
+    return lines.join(" \\\n  ");
   }
 
   function pythonOf(request, keyed) {
-    const args = Object.entries(request).map(([name, value]) => `    ${name}=${py(value, 1)},`);
+    const args = Object.entries(request).map(([name, value]) => name === "messages"
+      ? "    messages=[\n" + value.map((m) => `        ${inlinePython(m)},\n`).join("") + "    ],"
+      : `    ${name}=${inlinePython(value)},`);
     return [
       ...(keyed ? ["import os", ""] : []),
       "from openai import OpenAI",
