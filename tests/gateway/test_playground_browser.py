@@ -73,6 +73,8 @@ def browser() -> Iterator[Any]:
     except ImportError:
         unavailable("the playwright package is not installed (pip install '.[test]')")
     path = chromium_path()
+    for old in SHOTS.glob("*.png"):  # the folder shows the latest run only
+        old.unlink()
     with sync_playwright() as playwright:
         try:
             launched = playwright.chromium.launch(executable_path=path, args=LAUNCH_ARGS)
@@ -297,6 +299,7 @@ def test_model_written_markup_stays_inert_text(playground: Callable[..., Play], 
     assert "<a href=\"javascript:window.__pwned='a'\">raw a</a>" in text
     assert body.locator("code").inner_text() == "<b>code</b>"
     assert "<b>user markup</b>" in play.page.locator(".bubble").inner_text()
+    play.shot("inert-markdown")
     body.get_by_text("[click me](javascript:", exact=False).click()
     answer.get_by_role("button", name="Plain text").click()  # the raw view is text too
     assert play.page.locator("main img, main script, main iframe").count() == 0
@@ -304,7 +307,7 @@ def test_model_written_markup_stays_inert_text(playground: Callable[..., Play], 
     assert play.page.url == play.url + "/"
     assert play.other_hosts() == [] and not [u for u in play.requests if u.endswith(("/x", "/y", "/p.png"))]
     assert play.console_errors == []
-    play.shot("inert")
+    play.shot("inert-plain-text")
 
 
 def test_markdown_code_blocks_lists_and_tables_render(playground: Callable[..., Play], server) -> None:
@@ -383,8 +386,8 @@ def test_keyed_gateway_asks_for_the_key_and_keeps_it_in_session_storage(playgrou
     play.shot("asks-key")
     field.fill("sk-llmrelay-wrong")
     field.press("Enter")
-    play.page.wait_for_function("() => !document.querySelector('#key-form').hidden")
-    assert "not valid" in play.page.locator("#key-reason").inner_text()
+    play.page.wait_for_function("() => document.querySelector('#key-reason').textContent.includes('not valid')")
+    assert play.page.evaluate("document.querySelector('#key-dialog').open")
     field.fill(key)
     play.page.get_by_role("button", name="Use key").click()
     play.page.wait_for_function("() => document.querySelector('#model-0').value === 'fast'")
@@ -405,7 +408,7 @@ def test_keyed_gateway_asks_for_the_key_and_keeps_it_in_session_storage(playgrou
     assert '-H "Authorization: Bearer $LLMRELAY_KEY"' in curl and 'api_key=os.environ["LLMRELAY_KEY"]' in python
     play.page.reload()  # the same tab keeps it: no question again
     play.page.wait_for_function("() => document.querySelector('#model-0').value === 'fast'")
-    assert play.page.locator("#key-form").is_hidden()
+    assert play.page.locator("#key-dialog").is_hidden()
     other = play.context.new_page()  # another tab does not have it
     other.goto(play.url + "/")
     other.get_by_label("Gateway key", exact=True).wait_for()

@@ -15,10 +15,10 @@
     send: $("send"), stop: $("stop"), clear: $("clear"), system: $("system"), temperature: $("temperature"),
     maxTokens: $("max-tokens"), compare: $("compare"), compareModels: $("compare-models"),
     models: [$("model-0"), $("model-1"), $("model-2")], modelsStatus: $("models-status"),
-    keyForm: $("key-form"), keyInput: $("gateway-key"), keyReason: $("key-reason"), keyState: $("key-state"),
+    keyDialog: $("key-dialog"), keyForm: $("key-form"), enterKey: $("enter-key"), keyInput: $("gateway-key"), keyReason: $("key-reason"), keyState: $("key-state"),
     forgetKey: $("forget-key"), settings: $("settings"), settingsToggle: $("settings-toggle"),
   };
-  const state = { turns: [], running: new Set(), awaitingKey: [], modelsLoaded: false };
+  const state = { turns: [], running: new Set(), awaitingKey: [], modelsLoaded: false, needsKey: false };
 
   // ------------------------------------------------------------------ small DOM helpers
 
@@ -56,6 +56,7 @@
       if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
     } catch { /* storage disabled: the key lives only as long as this page */ }
     ui.keyState.hidden = ui.forgetKey.hidden = !key;
+    ui.enterKey.hidden = Boolean(key) || !state.needsKey;
   }
 
   function authHeaders() {
@@ -64,10 +65,14 @@
   }
 
   function askForKey(reason) {
+    state.needsKey = true;
+    ui.enterKey.hidden = false;
     ui.keyReason.textContent = reason || "";
-    ui.keyForm.hidden = false;
+    if (!ui.keyDialog.open) ui.keyDialog.showModal(); // modal: focus stays in it until a key is given or Escape
     ui.keyInput.focus();
   }
+
+  ui.enterKey.addEventListener("click", () => askForKey(ui.keyReason.textContent));
 
   ui.keyForm.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -75,7 +80,7 @@
     if (!key) return;
     setGatewayKey(key);
     ui.keyInput.value = "";
-    ui.keyForm.hidden = true;
+    ui.keyDialog.close();
     if (!state.modelsLoaded) loadModels();
     const waiting = state.awaitingKey.splice(0);
     for (const answer of waiting) { resetAnswer(answer); run(answer); }
@@ -116,7 +121,11 @@
     if (!response.ok) {
       const error = await errorOf(response);
       ui.modelsStatus.textContent = "Models: " + error.message;
-      if (response.status === 401) { setGatewayKey(""); askForKey(error.message); }
+      if (response.status === 401) {
+        ui.modelsStatus.textContent = "Enter the gateway key to list the models.";
+        setGatewayKey("");
+        askForKey(error.message);
+      }
       return;
     }
     let listing;
@@ -282,6 +291,10 @@
     const title = el(compared ? "h3" : "span", "answer-model", model);
     const status = el("span", "answer-state", "waiting…");
     head.append(title, status);
+    const whoLine = el("p", "answer-who", "answered by ");
+    const who = el("span", "fig-who", "—");
+    whoLine.append(who);
+    whoLine.hidden = true;
     const reasoning = el("details", "reasoning");
     reasoning.hidden = true;
     const reasoningSummary = el("summary", "", "Reasoning");
@@ -294,7 +307,7 @@
     const figures = el("dl", "figures");
     const answer = {
       model, request, node, status, reasoning, reasoningSummary, reasoningText, body, error,
-      who: figure(figures, "answered by", "fig-who"),
+      who, whoLine,
       ttft: figure(figures, "first token", "fig-ttft"),
       tps: figure(figures, "tokens/s", "fig-tps"),
       tokens: figure(figures, "tokens", "fig-tokens"),
@@ -313,7 +326,7 @@
     foot.append(figures, tools);
     answer.code = el("div", "code-view");
     answer.code.hidden = true;
-    node.append(head, reasoning, body, error, foot, answer.code);
+    node.append(head, whoLine, reasoning, body, error, foot, answer.code);
     resetAnswer(answer);
     return answer;
   }
@@ -332,6 +345,7 @@
     answer.error.hidden = true;
     answer.error.replaceChildren();
     for (const name of ["who", "ttft", "tps", "tokens", "total"]) answer[name].textContent = "—";
+    answer.whoLine.hidden = true;
     answer.plainButton.disabled = answer.copyButton.disabled = true;
     answer.plainButton.setAttribute("aria-pressed", "false");
     setState(answer, "waiting", "waiting…");
@@ -399,6 +413,7 @@
     let who = [provider, model].filter(Boolean).map(decode).join(" · ");
     if (headers.get("x-llmrelay-cache") === "hit") who += " (cache)";
     answer.who.textContent = who;
+    answer.whoLine.hidden = false;
   }
 
   async function readEvents(answer, reader) {
