@@ -40,6 +40,15 @@ new MutationObserver(() => {
 """
 
 
+# The navigation's timing and the bytes of the page and its files (not the API calls it makes).
+LOADED = """() => {
+  const nav = performance.getEntriesByType("navigation")[0];
+  const files = performance.getEntriesByType("resource").filter(r => !r.name.includes("/v1/"));
+  return {load_ms: nav.loadEventEnd - nav.startTime, files: files.length + 1,
+          bytes: nav.decodedBodySize + files.reduce((sum, r) => sum + r.decodedBodySize, 0)};
+}"""
+
+
 def listing(*ids: str) -> Reply:
     return json_reply({"object": "list", "data": [{"id": i, "object": "model", "owned_by": "x"} for i in ids]})
 
@@ -73,7 +82,7 @@ def browser() -> Iterator[Any]:
     except ImportError:
         unavailable("the playwright package is not installed (pip install '.[test]')")
     path = chromium_path()
-    for old in SHOTS.glob("*.png"):  # the folder shows the latest run only
+    for old in [*SHOTS.glob("*.png"), *SHOTS.glob("figures.json")]:  # the folder shows the latest run only
         old.unlink()
     with sync_playwright() as playwright:
         try:
@@ -190,18 +199,17 @@ def test_page_loads_clean_and_lists_models_routes_first(playground: Callable[...
     play.shot("empty")
     assert play.console_errors == []
     assert play.other_hosts() == []
-    loaded = page.evaluate(
-        """() => {
-          const nav = performance.getEntriesByType("navigation")[0];
-          const files = performance.getEntriesByType("resource").filter(r => !r.name.includes("/v1/"));
-          return {load_ms: nav.loadEventEnd - nav.startTime, bytes: nav.encodedBodySize +
-                  files.reduce((sum, r) => sum + r.encodedBodySize, 0), files: files.length + 1};
-        }"""
-    )
-    assert loaded["bytes"] < 150 * 1024
-    record_figure("page_bytes", loaded["bytes"])
-    record_figure("page_files", loaded["files"])
-    record_figure("page_load_ms", round(loaded["load_ms"], 1))
+    loads = []
+    for _ in range(5):  # the page from the gateway, then four reloads (the browser revalidates: no-cache)
+        loads.append(page.evaluate(LOADED))
+        page.reload()
+        page.wait_for_function("() => document.querySelector('#model-0').value !== ''")
+    assert all(load["bytes"] < 150 * 1024 for load in loads)
+    assert play.console_errors == [] and play.other_hosts() == []
+    record_figure("page_bytes", loads[0]["bytes"])
+    record_figure("page_files", loads[0]["files"])
+    record_figure("page_load_ms_first", round(loads[0]["load_ms"], 1))
+    record_figure("page_load_ms_median_of_5", round(sorted(load["load_ms"] for load in loads)[2], 1))
 
 
 def test_answer_grows_piece_by_piece_and_ends_byte_exact(playground: Callable[..., Play], server) -> None:
@@ -406,6 +414,16 @@ def test_keyed_gateway_asks_for_the_key_and_keeps_it_in_session_storage(playgrou
     python = play.answer().get_by_role("tabpanel", name="Python").inner_text()
     assert key not in curl + python
     assert '-H "Authorization: Bearer $LLMRELAY_KEY"' in curl and 'api_key=os.environ["LLMRELAY_KEY"]' in python
+    # Forgotten key: the next question gets a 401, the page asks again, then sends the question itself.
+    play.page.get_by_role("button", name="Forget key").click()
+    assert play.page.evaluate("sessionStorage.length") == 0
+    play.send("again")
+    field.wait_for()
+    field.fill(key)
+    field.press("Enter")
+    play.wait_state("done", 1)
+    assert play.answer(1).locator(".markdown").inner_text() == "keyed answer"
+    assert chat_requests(server)[-1].json()["messages"][-1]["content"] == "again"
     play.page.reload()  # the same tab keeps it: no question again
     play.page.wait_for_function("() => document.querySelector('#model-0').value === 'fast'")
     assert play.page.locator("#key-dialog").is_hidden()
@@ -578,4 +596,12 @@ def test_keyboard_alone_focus_order_and_shift_enter(playground: Callable[..., Pl
     page.keyboard.press("Enter")
     assert play.answer().locator(".code-view").is_visible()
     play.shot("keyboard")
+    server.route("POST", UP, drip(["held"], end="keep_open"))  # Escape in the message box stops a stream
+    page.locator("#message").focus()
+    page.keyboard.type("hold on")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelectorAll('.stream-text')[0]?.textContent === 'held'")
+    page.keyboard.press("Escape")
+    play.wait_state("stopped", 1)
+    assert server.wait_for(lambda: chat_requests(server)[-1].client_disconnected, 5.0)
     assert play.console_errors == []
