@@ -495,7 +495,7 @@ def test_first_token_time_in_the_browser(playground: Callable[..., Play], server
 # ------------------------------------------------------------------------------------------------ 11.5
 
 
-def test_compare_streams_two_models_at_once(playground: Callable[..., Play], server) -> None:
+def test_compare_streams_models_at_once_each_with_its_figures(playground: Callable[..., Play], server) -> None:
     server.route("POST", UP, drip(["left ", "model"], delay=0.05, end="keep_open"))
     server.route("POST", UP2, drip(["right ", "model"], delay=0.05, model="second-model", end="keep_open"))
     play = playground()
@@ -517,17 +517,23 @@ def test_compare_streams_two_models_at_once(playground: Callable[..., Play], ser
     assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] and boxes[0]["y"] == boxes[1]["y"]  # side by side
     page.get_by_role("button", name="Stop").click()
     assert server.wait_for(lambda: left.client_disconnected and right.client_disconnected, 5.0)
-    server.route("POST", UP, drip(["left ", "done"], delay=0.1, tokens=(3, 4)))
+    # Then three models: each column has its own answer and figures.
+    server.route("POST", UP, lambda r: drip([r.json()["model"], " done"], delay=0.1, model=r.json()["model"]))
     server.route("POST", UP2, drip(["right ", "done"], delay=0.1, model="second-model", tokens=(3, 6)))
+    page.get_by_label("Model 3", exact=True).select_option("up/other-model")
     play.send("Again")
-    play.wait_state("done", 2)
-    play.wait_state("done", 3)
-    assert play.answer(2).locator(".fig-who").inner_text() == "up · test-model"
-    assert play.answer(3).locator(".fig-who").inner_text() == "up2 · second-model"
-    assert play.answer(2).locator(".fig-tokens").inner_text() == "3 in · 4 out"
-    assert play.answer(3).locator(".fig-tokens").inner_text() == "3 in · 6 out"
+    for index in (2, 3, 4):
+        play.wait_state("done", index)
+    who = [play.answer(i).locator(".fig-who").inner_text() for i in (2, 3, 4)]
+    assert who == ["up · test-model", "up2 · second-model", "up · other-model"]
+    texts = [play.answer(i).locator(".markdown").inner_text() for i in (2, 3, 4)]
+    assert texts == ["test-model done", "right done", "other-model done"]
+    tokens = [play.answer(i).locator(".fig-tokens").inner_text() for i in (2, 3, 4)]
+    assert tokens == ["5 in · 7 out", "3 in · 6 out", "5 in · 7 out"]
+    boxes = [play.answer(i).bounding_box() for i in (2, 3, 4)]
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"] and len({box["y"] for box in boxes}) == 1
     assert chat_requests(server, UP2)[1].json()["messages"][1] == {"role": "assistant", "content": "right model"}
-    play.shot("compare-done")
+    play.shot("compare-three-done")
     assert play.console_errors == []
 
 
