@@ -5,7 +5,7 @@
 
 (() => {
   const KEY_STORE = "llmrelay.gateway-key"; // sessionStorage only
-  const SETTINGS_STORE = "llmrelay.playground"; // localStorage: model choices and sampling, never the key
+  const SETTINGS_STORE = "llmrelay.playground"; // localStorage: model choices and sampling only (no prompt, no key)
   const CHAT_PATH = "/v1/chat/completions";
   const BURST_S = 0.05; // an answer that arrived within this is a burst (a cache hit): no rate to show
 
@@ -15,8 +15,8 @@
     send: $("send"), stop: $("stop"), clear: $("clear"), system: $("system"), temperature: $("temperature"),
     maxTokens: $("max-tokens"), compare: $("compare"), compareModels: $("compare-models"),
     models: [$("model-0"), $("model-1"), $("model-2")], modelsStatus: $("models-status"),
-    keyDialog: $("key-dialog"), keyForm: $("key-form"), enterKey: $("enter-key"), keyInput: $("gateway-key"), keyReason: $("key-reason"), keyState: $("key-state"),
-    forgetKey: $("forget-key"), settings: $("settings"), settingsToggle: $("settings-toggle"),
+    keyDialog: $("key-dialog"), keyForm: $("key-form"), enterKey: $("enter-key"), keyInput: $("gateway-key"),
+    keyReason: $("key-reason"), keyState: $("key-state"), forgetKey: $("forget-key"), settings: $("settings"), settingsToggle: $("settings-toggle"),
   };
   const state = { turns: [], running: new Set(), awaitingKey: [], modelsLoaded: false, needsKey: false };
 
@@ -47,14 +47,17 @@
 
   // ------------------------------------------------------------------ the gateway key (sessionStorage only)
 
+  let pageKey = ""; // used only when the browser refuses sessionStorage: then the key lasts as long as the page
+
   function gatewayKey() {
-    try { return sessionStorage.getItem(KEY_STORE) || ""; } catch { return ""; }
+    try { return sessionStorage.getItem(KEY_STORE) || ""; } catch { return pageKey; }
   }
 
   function setGatewayKey(key) {
+    pageKey = key;
     try {
       if (key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
-    } catch { /* storage disabled: the key lives only as long as this page */ }
+    } catch { /* storage refused: pageKey holds it */ }
     ui.keyState.hidden = ui.forgetKey.hidden = !key;
     ui.enterKey.hidden = Boolean(key) || !state.needsKey;
   }
@@ -181,8 +184,7 @@
 
   function saveSettings() {
     const settings = {
-      models: ui.models.map((s) => s.value), compare: ui.compare.checked, system: ui.system.value,
-      temperature: ui.temperature.value, maxTokens: ui.maxTokens.value,
+      models: ui.models.map((s) => s.value), compare: ui.compare.checked, temperature: ui.temperature.value, maxTokens: ui.maxTokens.value,
     };
     try { localStorage.setItem(SETTINGS_STORE, JSON.stringify(settings)); } catch { /* not kept */ }
   }
@@ -191,24 +193,23 @@
     const s = loadSettings();
     ui.compare.checked = Boolean(s.compare);
     ui.compareModels.hidden = !ui.compare.checked;
-    if (typeof s.system === "string") ui.system.value = s.system;
     if (typeof s.temperature === "string") ui.temperature.value = s.temperature;
     if (typeof s.maxTokens === "string") ui.maxTokens.value = s.maxTokens;
   }
 
-  for (const node of [...ui.models, ui.system, ui.temperature, ui.maxTokens]) {
+  for (const node of [...ui.models, ui.temperature, ui.maxTokens]) {
     node.addEventListener("change", saveSettings);
   }
   ui.compare.addEventListener("change", () => {
     ui.compareModels.hidden = !ui.compare.checked;
     saveSettings();
   });
-  ui.settingsToggle.addEventListener("click", () => {
-    const open = !ui.settings.classList.contains("open");
+  function showSettings(open) { // on a narrow screen the settings fold away behind the Settings button
     ui.settings.classList.toggle("open", open);
     ui.settingsToggle.setAttribute("aria-expanded", String(open));
     if (open) ui.models[0].focus();
-  });
+  }
+  ui.settingsToggle.addEventListener("click", () => showSettings(!ui.settings.classList.contains("open")));
 
   // ------------------------------------------------------------------ the request
 
@@ -250,8 +251,7 @@
     const models = chosenModels();
     if (!models.length) {
       ui.modelsStatus.textContent = "Choose a model first.";
-      ui.settings.classList.add("open");
-      ui.models[0].focus();
+      showSettings(true);
       return;
     }
     for (const field of [ui.temperature, ui.maxTokens]) {
