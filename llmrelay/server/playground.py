@@ -12,9 +12,9 @@ from importlib import resources
 
 from aiohttp import web
 
-__all__ = ["ASSETS", "add_routes", "handlers", "load_assets"]
+__all__ = ["ASSETS", "handlers", "load_assets"]
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PageHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSP = "default-src 'self'"
 # path → (file in llmrelay/server/playground/, content type)
 ASSETS = {
@@ -38,7 +38,7 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
     return {path: (folder.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
 
 
-def _handler(body: bytes, kind: str) -> Handler:
+def _handler(body: bytes, kind: str) -> PageHandler:
     headers = {**_HEADERS, "Content-Type": kind}
 
     async def serve(request: web.Request) -> web.StreamResponse:
@@ -47,12 +47,6 @@ def _handler(body: bytes, kind: str) -> Handler:
     return serve
 
 
-def handlers() -> dict[str, Handler]:
+def handlers() -> dict[str, PageHandler]:
     """The handler of each asset, by the path it is served at."""
     return {path: _handler(body, kind) for path, (body, kind) in load_assets().items()}
-
-
-def add_routes(router: web.UrlDispatcher) -> None:
-    """``GET`` (and ``HEAD``) for each asset of the playground."""
-    for path, handler in handlers().items():
-        router.add_get(path, handler)
