@@ -1,0 +1,1 @@
+"""The gateway's front doors: each one translates its API shape to the one neutral call and back."""
