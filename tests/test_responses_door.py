@@ -11,6 +11,7 @@ from llmrelay.errors import InvalidRequestError
 from llmrelay.responses import Answer, FinishReason, ProviderInfo, Reasoning, ToolCalls, Usage
 from llmrelay.server.doors.responses_render import ResponsesRenderer, answer, error_body
 from llmrelay.server.doors.responses_request import parse, with_history
+from llmrelay.server.doors.responses_store import RESPONSE_ID, conversation, input_items_page, record, stored_response
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -541,3 +542,33 @@ def test_error_body_shape() -> None:
         }
     }
     assert error_body(429, "rate_limit_exceeded", "slow")["error"]["type"] == "rate_limit_error"
+
+
+# ------------------------------------------------------------------------------------ 9.2.5 records
+
+
+def test_record_conversation_and_input_items_pages() -> None:
+    earlier = [{"id": "msg_old", "type": "message", "role": "user", "content": "before"}]
+    items = [{"role": "user", "content": f"m{number}"} for number in range(5)]
+    request = parse(body(input=items))
+    data = answer(request, whole("out"), "m")
+    stored = record(request, data, earlier)
+    assert stored_response(stored) == data
+    chain = conversation(stored)
+    assert chain[0] == earlier[0]
+    assert [item["content"] for item in chain[1:6]] == [f"m{number}" for number in range(5)]
+    assert chain[6] == data["output"][0]
+    own = [item["id"] for item in request.items]
+    page = input_items_page(stored, {})
+    assert [item["id"] for item in page["data"]] == own[::-1]  # newest first, as OpenAI lists them
+    assert (page["first_id"], page["last_id"], page["has_more"]) == (own[4], own[0], False)
+    first = input_items_page(stored, {"order": "asc", "limit": "2"})
+    assert [item["id"] for item in first["data"]] == own[:2] and first["has_more"] is True
+    rest = input_items_page(stored, {"order": "asc", "after": first["last_id"]})
+    assert [item["id"] for item in rest["data"]] == own[2:] and rest["has_more"] is False
+    for query, param in (({"order": "up"}, "order"), ({"limit": "0"}, "limit"), ({"after": "x"}, "after")):
+        with pytest.raises(InvalidRequestError) as caught:
+            input_items_page(stored, query)
+        assert caught.value.param == param
+    assert RESPONSE_ID.fullmatch(request.id)
+    assert not RESPONSE_ID.fullmatch("resp_../x")

@@ -133,6 +133,7 @@ class ResponsesRequest:
         "echo",
         "id",
         "ignored",
+        "ignored_params",
         "instructions",
         "items",
         "previous_response_id",
@@ -146,7 +147,8 @@ class ResponsesRequest:
         self.id = new_item_id("resp_")
         self.created_at = int(time.time())
         self.custom: frozenset[str] = frozenset()
-        self.ignored: list[str] = []
+        self.ignored: list[str] = []  # names for x-llmrelay-ignored (9.1.4)
+        self.ignored_params: list[str] = []  # the request path of each (strict_fields names it in its 400)
         self.echo: dict[str, Any] = {}
         self.previous_response_id: str | None = None
         self.store = True
@@ -166,6 +168,7 @@ class _Drops:
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.names: list[str] = []
+        self.params: list[str] = []
 
     def drop(self, name: str, param: str) -> None:
         if self.strict:
@@ -175,8 +178,8 @@ class _Drops:
                 param,
                 "unknown_parameter",
             )
-        if name not in self.names:
-            self.names.append(name)
+        self.names.append(name)
+        self.params.append(param)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -590,6 +593,7 @@ def parse(body: Any, *, strict: bool = False, storing: bool = True) -> Responses
     request = ResponsesRequest(call, _input_items(given), instructions)
     request.custom = frozenset(custom)
     request.ignored = drops.names
+    request.ignored_params = drops.params
     request.previous_response_id = previous
     request.store = store
     request.echo = _echo(body, store)
