@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -522,7 +523,11 @@ def test_stream_of_nothing_and_incomplete() -> None:
 def test_stream_failure_after_output() -> None:
     request = parse(body(stream=True))
     renderer = ResponsesRenderer(request, None, "m")
-    out = renderer.start("par") + renderer.event("tial") + renderer.error(502, "upstream_error", "the upstream broke")
+    out = (
+        renderer.start("par")
+        + renderer.event("tial")
+        + renderer.error(SimpleNamespace(status=502, code="upstream_error", message="the upstream broke"))
+    )
     events = sse_events(out)
     assert [kind for kind, _ in events][-1] == "response.failed"
     failed = events[-1][1]["response"]

@@ -267,8 +267,10 @@ class ResponsesRenderer:
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self._sse(kind, {"response": self.final})
 
-    def error(self, status: int, code: str, message: str) -> bytes:
-        """A failure after ``response.created``: ``response.failed``, then the stream ends."""
+    def error(self, problem: Any) -> bytes:
+        """A failure after ``response.created`` (a :class:`~llmrelay.server.problems.Problem`: ``code``,
+        ``message``): ``response.failed``, then the stream ends."""
+        code, message = problem.code, problem.message
         item = self.open
         if item is not None:  # what was streamed of it, marked incomplete
             text = "".join(self.pieces)
