@@ -137,6 +137,8 @@ class ResponsesRequest:
         "instructions",
         "items",
         "previous_response_id",
+        "renderer",
+        "result",
         "store",
     )
 
@@ -152,6 +154,8 @@ class ResponsesRequest:
         self.echo: dict[str, Any] = {}
         self.previous_response_id: str | None = None
         self.store = True
+        self.renderer: Any = None  # the stream's renderer, once made (its ``final`` is what is stored)
+        self.result: dict[str, Any] | None = None  # the non-streamed response object, once made
 
 
 def _invalid(message: str, param: str | None, code: str = "invalid_request") -> InvalidRequestError:
