@@ -16,6 +16,7 @@ from .responses_request import ResponsesRequest, custom_input, new_item_id
 __all__ = ["ResponsesRenderer", "answer", "error_body", "response_object", "usage_dict"]
 
 KEEPALIVE = b": keep-alive\n\n"
+_DELTA_TAIL = b',"logprobs":[],"sequence_number":'
 _ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -155,6 +156,7 @@ class ResponsesRenderer:
         self.reason: str | None = None
         self.calls = False
         self.final: dict[str, Any] | None = None
+        self.delta_head = b""  # the open message's text delta event up to its delta
 
     def _sse(self, kind: str, fields: dict[str, Any]) -> bytes:
         fields["sequence_number"] = self.sequence
@@ -181,6 +183,10 @@ class ResponsesRenderer:
     def _open_message(self) -> bytes:
         out = self._close() + self._open(message_item(new_item_id("msg_"), None, "in_progress"))
         place = {"item_id": self.open["id"], "output_index": len(self.output) - 1, "content_index": 0}  # type: ignore[index]
+        kind = "response.output_text.delta"
+        self.delta_head = (
+            b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **place})[:-1] + b',"delta":'
+        )
         return out + self._sse("response.content_part.added", {**place, "part": text_part("")})
 
     def _close(self) -> bytes:
@@ -226,10 +232,12 @@ class ResponsesRenderer:
     # ------------------------------------------------------------------- events
 
     def text(self, piece: str) -> bytes:
+        """The hot path: the delta event's bytes around the piece are built once per message item."""
         out = b"" if self.open is not None and self.open["type"] == "message" else self._open_message()
         self.pieces.append(piece)
-        place = {"item_id": self.open["id"], "output_index": len(self.output) - 1, "content_index": 0}  # type: ignore[index]
-        return out + self._sse("response.output_text.delta", {**place, "delta": piece, "logprobs": []})
+        sequence = self.sequence
+        self.sequence += 1
+        return out + self.delta_head + orjson.dumps(piece) + _DELTA_TAIL + str(sequence).encode() + b"}\n\n"
 
     def reasoning(self, piece: str) -> bytes:
         out = b""
