@@ -117,3 +117,33 @@ def test_replicas_share_stored_responses(redis: RedisServer) -> None:
             await b.close()
 
     run(main())
+
+
+def test_response_settings_in_the_config(tmp_path: Any) -> None:
+    from llmrelay.server.config import ConfigError, load_config
+
+    defaults = load_config(None, environ={}).server
+    assert (defaults.store_responses, defaults.strict_fields) == (True, False)
+    assert (defaults.responses_ttl_s, defaults.responses_max) == (30 * 24 * 3600.0, 10_000)
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        "[server]\nstore_responses = false\nstrict_fields = true\nresponses_ttl_s = 60\nresponses_max = 5\n"
+    )
+    server = load_config(str(path), environ={}).server
+    assert (server.store_responses, server.strict_fields, server.responses_ttl_s, server.responses_max) == (
+        False,
+        True,
+        60.0,
+        5,
+    )
+    for line, named, what in (
+        ('store_responses = "no"', "server.store_responses", "true or false"),
+        ("strict_fields = 1", "server.strict_fields", "true or false"),
+        ("responses_ttl_s = 0", "server.responses_ttl_s", "> 0"),
+        ("responses_max = 1.5", "server.responses_max", "an integer"),
+        ("responses_max = 0", "server.responses_max", "> 0"),
+    ):
+        path.write_text(f"[server]\n{line}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(str(path), environ={})
+        assert named in str(caught.value) and what in str(caught.value), str(caught.value)
