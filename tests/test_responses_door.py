@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from llmrelay.responses import Answer, FinishReason, ProviderInfo, Reasoning, To
 from llmrelay.server.doors.responses_render import ResponsesRenderer, answer, error_body
 from llmrelay.server.doors.responses_request import parse, with_history
 from llmrelay.server.doors.responses_store import RESPONSE_ID, conversation, input_items_page, record, stored_response
+from llmrelay.server.problems import Problem
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -526,7 +526,7 @@ def test_stream_failure_after_output() -> None:
     out = (
         renderer.start("par")
         + renderer.event("tial")
-        + renderer.error(SimpleNamespace(status=502, code="upstream_error", message="the upstream broke"))
+        + renderer.error(Problem(502, "upstream_error", "the upstream broke"))
     )
     events = sse_events(out)
     assert [kind for kind, _ in events][-1] == "response.failed"
@@ -538,7 +538,7 @@ def test_stream_failure_after_output() -> None:
 
 
 def test_error_body_shape() -> None:
-    assert error_body(400, "unsupported_parameter", "no", "background") == {
+    assert error_body(Problem(400, "unsupported_parameter", "no", "background")) == {
         "error": {
             "message": "no",
             "type": "invalid_request_error",
@@ -546,7 +546,7 @@ def test_error_body_shape() -> None:
             "code": "unsupported_parameter",
         }
     }
-    assert error_body(429, "rate_limit_exceeded", "slow")["error"]["type"] == "rate_limit_error"
+    assert error_body(Problem(429, "rate_limit_exceeded", "slow"))["error"]["type"] == "rate_limit_error"
 
 
 # ------------------------------------------------------------------------------------ 9.2.5 records

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ...responses import Answer, ProviderInfo
-from ..problems import GatewayError, Problem
+from ..problems import GatewayError
 from . import responses_render
 from .responses_render import ResponsesRenderer
 from .responses_request import ResponsesRequest, with_history
@@ -42,9 +42,7 @@ def renderer(req: ResponsesRequest, info: ProviderInfo | None, model: str) -> Re
     return req.renderer
 
 
-def error_body(problem: Problem) -> dict[str, Any]:
-    """8.4's OpenAI error body (9.2.6)."""
-    return {"error": {"message": problem.message, "type": problem.type, "param": problem.param, "code": problem.code}}
+error_body = responses_render.error_body
 
 
 def _scope(x: Exchange) -> str:
@@ -74,7 +72,7 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
         history = conversation(stored)
         with_history(req, history)
     if not req.store:
-        return await pipeline.chat(x, sys.modules[__name__], req)  # type: ignore[arg-type]
+        return await pipeline.chat(x, sys.modules[__name__], req)
     scope = _scope(x)
 
     async def keep(whole: Answer, model: str) -> None:
@@ -83,7 +81,7 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
             value = record(req, final, history)
             await pipeline.state.response_put(scope, req.id, value, settings.responses_ttl_s, settings.responses_max)
 
-    return await pipeline.chat(x, sys.modules[__name__], req, keep)  # type: ignore[arg-type]
+    return await pipeline.chat(x, sys.modules[__name__], req, keep)
 
 
 def _not_found(response_id: str) -> GatewayError:

@@ -11,19 +11,18 @@ from typing import Any
 import orjson
 
 from ...responses import Answer, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
+from ..problems import Problem
 from .responses_request import ResponsesRequest, custom_input, new_item_id
 
 __all__ = ["ResponsesRenderer", "answer", "error_body", "response_object", "usage_dict"]
 
 KEEPALIVE = b": keep-alive\n\n"
 _DELTA_TAIL = b',"logprobs":[],"sequence_number":'
-_ERROR_TYPES = {401: "invalid_request_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
-def error_body(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+def error_body(problem: Problem) -> dict[str, Any]:
     """8.4's OpenAI error body (9.2.6)."""
-    kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": problem.message, "type": problem.type, "param": problem.param, "code": problem.code}}
 
 
 def usage_dict(usage: Usage | None) -> dict[str, Any] | None:
@@ -275,7 +274,7 @@ class ResponsesRenderer:
         kind = "response.completed" if status == "completed" else "response.incomplete"
         return out + self._sse(kind, {"response": self.final})
 
-    def error(self, problem: Any) -> bytes:
+    def error(self, problem: Problem) -> bytes:
         """A failure after ``response.created`` (a :class:`~llmrelay.server.problems.Problem`: ``code``,
         ``message``): ``response.failed``, then the stream ends."""
         code, message = problem.code, problem.message

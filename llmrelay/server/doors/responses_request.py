@@ -18,6 +18,7 @@ import orjson
 
 from ...client.convert import ChatCall, provider_options
 from ...errors import InvalidRequestError
+from . import DoorRequest
 
 __all__ = ["ResponsesRequest", "custom_input", "item_messages", "new_item_id", "parse", "with_history"]
 
@@ -118,7 +119,7 @@ def new_item_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
 
-class ResponsesRequest:
+class ResponsesRequest(DoorRequest):
     """A parsed ``POST /v1/responses``: the neutral ``call`` plus what rendering and storing need.
 
     ``items``: the request's own input items in the Responses shape, each with an ``id`` (what is stored and
@@ -132,8 +133,6 @@ class ResponsesRequest:
         "custom",
         "echo",
         "id",
-        "ignored",
-        "ignored_params",
         "instructions",
         "items",
         "previous_response_id",
@@ -143,14 +142,12 @@ class ResponsesRequest:
     )
 
     def __init__(self, call: ChatCall, items: list[dict[str, Any]], instructions: str | None) -> None:
-        self.call = call
+        super().__init__(call)
         self.items = items
         self.instructions = instructions
         self.id = new_item_id("resp_")
         self.created_at = int(time.time())
         self.custom: frozenset[str] = frozenset()
-        self.ignored: list[str] = []  # names for x-llmrelay-ignored (9.1.4)
-        self.ignored_params: list[str] = []  # the request path of each (strict_fields names it in its 400)
         self.echo: dict[str, Any] = {}
         self.previous_response_id: str | None = None
         self.store = True
@@ -596,8 +593,8 @@ def parse(body: Any, *, strict: bool = False, storing: bool = True) -> Responses
     store = storing and body.get("store") is not False
     request = ResponsesRequest(call, _input_items(given), instructions)
     request.custom = frozenset(custom)
-    request.ignored = drops.names
-    request.ignored_params = drops.params
+    for name, param in zip(drops.names, drops.params, strict=True):
+        request.drop(name, param)
     request.previous_response_id = previous
     request.store = store
     request.echo = _echo(body, store)
