@@ -432,3 +432,54 @@ def test_store_responses_off(server: ScriptedServer, make_gateway) -> None:
     error = bad_request(lambda: sdk.responses.create(model="up/x", input="Hi", previous_response_id=created.id))
     assert (error["code"], error["param"]) == ("unsupported_parameter", "previous_response_id")
     assert "store_responses" in error["message"]
+
+
+# ------------------------------------------------------------------------------------ the pipeline through this door
+
+
+def test_cache_limits_and_access_log_through_the_door(server: ScriptedServer, make_gateway) -> None:
+    limited = KEYS.replace('name = "bob"', 'name = "bob"\nrpm = 1')
+    gw = make_gateway(limited + '[routes.cached]\ntargets = ["up/test-model"]\ncache_ttl_s = 60\n')
+    sdk = client(gw)
+    server.script(json_reply(completion("Cached answer", usage=usage(3, 2))))
+    # The same question through the chat door, then through this one: the cache is keyed on the translated call.
+    asked = sdk.chat.completions.create(model="cached", messages=[{"role": "user", "content": "Hi"}])
+    assert asked.choices[0].message.content == "Cached answer"
+    raw = sdk.responses.with_raw_response.create(model="cached", input="Hi")
+    assert raw.headers["x-llmrelay-cache"] == "hit" and raw.parse().output_text == "Cached answer"
+    with sdk.responses.stream(model="cached", input="Hi") as stream:  # replayed from the cache as events
+        assert stream.get_final_response().output_text == "Cached answer"
+    assert len(server.requests) == 1
+    assert [line for line in gw.access_lines if "POST /v1/responses 200" in line and "key=alice" in line]
+    other = client(gw, OTHER)
+    server.script(json_reply(completion("one")))
+    other.responses.create(model="up/x", input="Hi")
+    with pytest.raises(openai.RateLimitError) as caught:
+        other.responses.create(model="up/x", input="Hi")
+    assert caught.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert caught.value.response.headers["retry-after"]
+    assert "/v1/responses" in fetch("GET", gw.url + "/v1/nowhere").error["message"]  # the route table lists it
+    wrong = fetch("PUT", f"{gw.base}/responses", {"model": "up/x"}, {"Authorization": f"Bearer {KEY}"})
+    assert wrong.status == 405 and wrong.error["code"] == "method_not_allowed"
+
+
+def test_replicas_share_stored_responses_through_redis(server: ScriptedServer, spawn_gateway, redis) -> None:
+    pytest.importorskip("redis")
+    env = {"LLMRELAY_REDIS_URL": redis.url}
+    a, b = spawn_gateway(KEYS, env=env), spawn_gateway(KEYS, env=env)
+    server.script(json_reply(completion(None, tool_calls=[tool_call("get_weather", {"city": "Oslo"})])))
+    first = client(a).responses.create(model="up/x", input="Weather in Oslo?", tools=[WEATHER])
+    assert client(b).responses.retrieve(first.id).output[0].call_id == "call_1"
+    with pytest.raises(openai.NotFoundError):
+        client(b, OTHER).responses.retrieve(first.id)
+    server.script(json_reply(completion("Cold.")))
+    second = client(b).responses.create(
+        model="up/x",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": "call_1", "output": "-3 C"}],
+    )
+    assert second.output_text == "Cold."
+    assert [message["role"] for message in server.requests[1].json()["messages"]] == ["user", "assistant", "tool"]
+    client(a).responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client(b).responses.retrieve(first.id)
