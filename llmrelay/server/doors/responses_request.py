@@ -505,8 +505,8 @@ def _response_format(text: dict[str, Any], drops: _Drops) -> dict[str, Any] | No
 # ------------------------------------------------------------------------------------ the request
 
 
-def _parameters(body: dict[str, Any], drops: _Drops) -> tuple[dict[str, Any], set[str]]:
-    """The chat parameters of a request (before the provider's own option rules)."""
+def _tool_parameters(body: dict[str, Any], drops: _Drops) -> tuple[dict[str, Any], set[str]]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` in chat form, and the custom tools' names."""
     params: dict[str, Any] = {}
     custom: set[str] = set()
     if body.get("tools"):
@@ -517,11 +517,17 @@ def _parameters(body: dict[str, Any], drops: _Drops) -> tuple[dict[str, Any], se
         choice = _tool_choice(body["tool_choice"], drops)
         if choice is not None and (params.get("tools") or choice == "none"):
             params["tool_choice"] = choice
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
+    if body.get("parallel_tool_calls") is not None and params.get("tools"):  # chat upstreams refuse it alone
+        params["parallel_tool_calls"] = body["parallel_tool_calls"]
+    return params, custom
+
+
+def _parameters(body: dict[str, Any], drops: _Drops) -> tuple[dict[str, Any], set[str]]:
+    """The chat parameters of a request (before the provider's own option rules)."""
+    params, custom = _tool_parameters(body, drops)
+    for name in ("temperature", "top_p", "user"):
         if body.get(name) is not None:
             params[name] = body[name]
-    if "parallel_tool_calls" in params and not params.get("tools"):
-        del params["parallel_tool_calls"]  # chat upstreams refuse it without tools
     if body.get("max_output_tokens") is not None:
         params["max_tokens"] = body["max_output_tokens"]
     reasoning = body.get("reasoning") or {}
