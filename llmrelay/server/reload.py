@@ -24,7 +24,16 @@ if TYPE_CHECKING:
 
 __all__ = ["RESTART_ONLY", "hold_reloads", "reload_gateway", "restart_only_changes", "send_reload", "take_early_reload"]
 
-RESTART_ONLY = ("host", "port", "redis_url", "max_body_mb", "read_timeout_s", "keepalive_s", "drain_timeout_s")
+RESTART_ONLY = (
+    "host",
+    "port",
+    "redis_url",
+    "max_body_mb",
+    "read_timeout_s",
+    "keepalive_s",
+    "drain_timeout_s",
+    "playground",
+)
 
 
 _early: list[int] = []  # SIGHUPs that came before the gateway could act on them
