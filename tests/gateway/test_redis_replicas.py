@@ -269,9 +269,11 @@ def test_redis_lost_under_load_then_back(server: ScriptedServer, spawn_gateway) 
 
         asyncio.run(main())
         for gw in (a, b):
+            # Each outage logged once, not per request (a slow moment under load before the kill is an outage
+            # too), and each recovery.
             lost = [line for line in gw.lines if "failed (" in line and "redis at" in line]
-            assert len(lost) == 1, gw.lines  # logged once, not per request
-            assert any("answers again: " in line for line in gw.lines)
+            back = [line for line in gw.lines if "answers again: " in line]
+            assert 1 <= len(lost) <= 5 and len(back) == len(lost), gw.lines
             metrics = urllib.request.urlopen(gw.url + "/metrics", timeout=10).read().decode()
             counted = [line for line in metrics.splitlines() if line.startswith("llmrelay_redis_errors_total ")]
             assert counted and float(counted[0].split()[1]) >= 1, counted
