@@ -17,7 +17,7 @@ from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
-from ..http.url import check_api_base, join_url
+from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
@@ -31,6 +31,12 @@ __all__ = ["OpenaiTemplate"]
 log = logging.getLogger("llmrelay")
 
 _checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_endpoint(url: str) -> str:
+    return check_url(url, "api_endpoint")
+
 
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
@@ -303,6 +309,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             )
         await cls.prepare()
         endpoint = api_endpoint or cls.api_endpoint
+        if endpoint:
+            endpoint = _checked_endpoint(endpoint) if isinstance(endpoint, str) else check_url(endpoint, "api_endpoint")
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
             api_base = endpoint.rstrip("/").removesuffix("/chat/completions")

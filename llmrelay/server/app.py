@@ -22,20 +22,21 @@ import orjson
 from aiohttp import web
 
 from ..client.convert import ChatCall, StreamShape, chat_call_from_json, completion_dict
-from ..client.router import END, Opened, Skip, first_success, is_retryable, open_events
+from ..client.retry import cap_retry_after
+from ..client.router import END, Opened, RateLimitSkip, Skip, failures_text, first_success, is_retryable, open_events
 from ..errors import (
     AllProvidersFailedError,
     MissingAuthError,
     PaymentRequiredError,
     RelayError,
-    error_code,
     http_status,
 )
 from ..http.sse import DONE_EVENT, KEEPALIVE_COMMENT, encode_data
 from ..responses import Answer, AudioResponse, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage
+from . import health
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey, Route, Target, split_model
-from .keys import KeyRing, allowed, bearer
+from .keys import KeyRing, allowed, bearer, widening_field
 from .metrics import CONTENT_TYPE, Metrics
 from .state import LimitExceeded, MemoryState, State
 
@@ -53,6 +54,8 @@ PATHS = {
     "/v1/models": ("GET",),
     "/v1/images/generations": ("POST",),
     "/health": ("GET",),
+    "/health/live": ("GET",),
+    "/health/ready": ("GET",),
     "/metrics": ("GET",),
 }
 IMAGE_OPTIONS = ("n", "size", "quality", "style", "response_format", "background", "output_format")
@@ -92,7 +95,7 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ids = itertools.count(1)
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(request: web.BaseRequest) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new one (a per-process random prefix and a count)."""
     given = request.headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable() and given.strip() == given:
@@ -181,7 +184,7 @@ class Gateway:
         self.config = config
         self.state: State = state if state is not None else MemoryState()
         self.keys = KeyRing(config.keys)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config)
         self.metrics.inflight.set_function(lambda: self.inflight)  # read when scraped: no cost per request
         self.access = AccessLog(log_format, log_stream)
         self.draining = False
@@ -210,6 +213,8 @@ class Gateway:
         add("GET", "/v1/models/{model:.+}", self.model)
         add("POST", "/v1/images/generations", self.images)
         add("GET", "/health", self.health)
+        add("GET", "/health/live", self.live)
+        add("GET", "/health/ready", self.ready)
         add("GET", "/metrics", self.metrics_page)
         add("*", "/{tail:.*}", self.fallback)
         app.on_startup.append(self._start)
@@ -266,12 +271,16 @@ class Gateway:
         if isinstance(error, GatewayError):
             return error.status, error.to_dict(), error.headers
         if isinstance(error, AllProvidersFailedError):
-            error = error.most_informative()
+            status, body, headers = self._error_body(error.most_informative())
+            # The status and code of the most informative failure; the message names every target's own.
+            body["error"]["message"] = f"every target failed: {failures_text(error)}"
+            return status, body, headers
         if isinstance(error, RelayError):
             status = http_status(error)
             headers = {}
             if status == 429 and error.retry_after is not None and math.isfinite(error.retry_after):
-                headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+                seconds = min(error.retry_after, self.config.server.max_cooldown_s)
+                headers["Retry-After"] = str(max(1, math.ceil(seconds)))
             return status, error.to_dict(), headers
         if isinstance(error, (ValueError, TypeError)):  # a provider refused what it was given
             return 400, GatewayError(400, "invalid_request", str(error)).to_dict(), {}
@@ -394,26 +403,47 @@ class Gateway:
         return targets
 
     async def _dispatch(
-        self, route: Route | None, targets: list[Target], attempt: Callable[[Target], Awaitable[T]]
+        self,
+        route: Route | None,
+        targets: list[Target],
+        attempt: Callable[[Target], Awaitable[T]],
+        entry: Entry | None = None,
     ) -> T:
-        """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns."""
+        """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns and
+        retries; ``entry`` keeps the provider of the last target tried (a failed request names it too)."""
+        cap = self.config.server.max_cooldown_s
+        metrics = self.metrics
+
+        async def tried(target: Target) -> T:
+            if entry is not None:
+                entry.provider, entry.model = target.provider, target.model or None
+            try:
+                return await attempt(target)
+            except RelayError as error:
+                cap_retry_after(error, cap)
+                raise
+
         if route is None:
             try:
-                return await attempt(targets[0])
+                return await tried(targets[0])
             except RelayError as error:
-                self.metrics.upstream_error(targets[0].provider, error_code(error))
+                metrics.upstream_error(targets[0].provider, error)
                 raise
-        state, metrics = self.state, self.metrics
+        state = self.state
 
         async def before_attempt(target: Target) -> None:
             left = await state.cooling(target.label)
             if left > 0:
                 metrics.cooldown_skip(target.label)
+                if await state.rate_limited(target.label):
+                    raise RateLimitSkip(
+                        f"{target.label} is rate limited for {math.ceil(left)} s more", retry_after=left
+                    )
                 raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
 
         async def after_error(target: Target, error: BaseException) -> None:
             if isinstance(error, RelayError):
-                metrics.upstream_error(target.provider, error_code(error))
+                metrics.upstream_error(target.provider, error)
             if is_retryable(error):
                 retry_after = getattr(error, "retry_after", None)
                 await state.failed(target.label, route.cooldown_after, route.cooldown_s, retry_after)
@@ -423,12 +453,15 @@ class Gateway:
 
         return await first_success(
             self._order(route),
-            attempt,
+            tried,
             name=lambda target: target.label,
             fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
             before_attempt=before_attempt,
             after_error=after_error,
             on_success=on_success,
+            max_retries=route.retries,
+            max_retry_after=cap,
+            on_retry=lambda target: metrics.retry(route.name),
         )
 
     def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
@@ -460,6 +493,15 @@ class Gateway:
                 if route is None:
                     entry.provider, entry.model = targets[0].provider, targets[0].model or None
                 self._check_model(key, route, targets, call.model)
+                widening = widening_field(key, call.options)
+                if widening is not None and key is not None:
+                    raise GatewayError(
+                        403,
+                        "model_not_allowed",
+                        f"the key {key.name!r} is limited to some models, so it may not send {widening!r} "
+                        "(it lets the upstream choose other models)",
+                        widening,
+                    )
                 slot = await self._admit(key)
             except (GatewayError, RelayError) as error:
                 return self._error(entry, error)
@@ -537,7 +579,7 @@ class Gateway:
             return target, answer
 
         try:
-            target, answer = await self._dispatch(route, targets, attempt)
+            target, answer = await self._dispatch(route, targets, attempt, entry)
         except Exception as error:
             return self._error(entry, error)
         reported = answer.info.model if answer.info is not None and answer.info.model else target.model
@@ -613,7 +655,7 @@ class Gateway:
                 raise
 
         try:
-            target, opened = await self._dispatch(route, targets, attempt)
+            target, opened = await self._dispatch(route, targets, attempt, entry)
         except Exception as error:
             return self._error(entry, error)
         label = target.label
@@ -683,7 +725,7 @@ class Gateway:
         except Exception as error:
             # After the first byte the status line is gone: the error goes in-band, and no [DONE] follows.
             if isinstance(error, RelayError):
-                self.metrics.upstream_error(entry.provider or "", error_code(error))
+                self.metrics.upstream_error(entry.provider or "", error)
             status, body, _ = self._error_body(error)
             entry.status = status
             try:
@@ -718,9 +760,13 @@ class Gateway:
     # ------------------------------------------------------------------------- the rest
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.draining:
-            return web.Response(body=b'{"status":"draining"}', status=503, content_type=JSON)
-        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+        return health.health(self.draining)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return health.live()
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return await health.ready(self.config, self.draining, self.state)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())
@@ -864,7 +910,7 @@ class Gateway:
                     raise
 
             try:
-                target, data = await self._dispatch(route, targets, attempt)
+                target, data = await self._dispatch(route, targets, attempt, entry)
             except Exception as error:
                 return self._error(entry, error)
             entry.provider = target.provider

@@ -42,6 +42,8 @@ __all__ = [
 STRATEGIES = ("fallback", "round-robin", "least-busy")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+MAX_RETRIES = 10
 
 
 class ConfigError(Exception):
@@ -59,6 +61,7 @@ class ServerSettings:
     keepalive_s: float = 15.0  # `: keep-alive` comment after this long without upstream output
     models_ttl_s: float = 60.0  # how long GET /v1/models answers from its cached listing
     read_timeout_s: float = 30.0  # a caller's request head, and then its body, must arrive within this
+    max_cooldown_s: float = 300.0  # an upstream Retry-After cools a target (and is forwarded) for at most this long
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Route:
     cooldown_s: float = 30.0
     cache_ttl_s: float = 0.0
     cache_shared: bool = False
+    retries: int = 0  # a target failing with a retryable error before output is tried again this many times
 
 
 @dataclass
@@ -210,6 +214,10 @@ def _port(value: int) -> str:
     return "" if 0 <= value <= 65535 else "must be a port number (0-65535)"
 
 
+def _retries(value: int) -> str:
+    return "" if 0 <= value <= MAX_RETRIES else f"must be from 0 to {MAX_RETRIES}"
+
+
 def _env_name(value: str) -> str:
     return "" if _ENV_NAME.match(value) else "must be an environment variable name"
 
@@ -277,6 +285,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         keepalive_s=reader.get("keepalive_s", float, 15.0, _positive),
         models_ttl_s=reader.get("models_ttl_s", float, 60.0, _not_negative),
         read_timeout_s=reader.get("read_timeout_s", float, 30.0, _positive),
+        max_cooldown_s=reader.get("max_cooldown_s", float, 300.0, _positive),
     )
     reader.finish()
     return settings
@@ -312,6 +321,7 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         options["timeout"] = timeout
     if total is not None:
         options["total_timeout"] = total
+    headers = _headers(reader, environ)
     reader.finish()
     try:
         base: ProviderClass = get_provider(name)
@@ -334,9 +344,39 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         attributes["api_key_env"] = f"LLMRELAY_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_API_KEY"
     if default_model is not None:
         attributes["default_model"] = default_model
+    if headers:
+        attributes["headers"] = {**base.headers, **headers}
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
+
+
+def _headers(reader: _Reader, environ: Mapping[str, str]) -> dict[str, str]:
+    """``headers = {"api-key" = "${AZURE_OPENAI_KEY}"}``: extra headers on every request to this upstream; each
+    ``${NAME}`` in a value is the environment variable NAME (which must be set), so secrets stay out of the file."""
+    from ..http.checks import check_headers
+
+    table = reader.get("headers", dict, {})
+    resolved: dict[str, str] = {}
+    for name, value in table.items():
+        if not isinstance(value, str):
+            raise reader.error(f"headers.{name}", f"must be a string, not {_type_name(type(value))}")
+
+        def variable(match: re.Match[str], name: str = name) -> str:
+            variable_name = match.group(1)
+            if not _ENV_NAME.match(variable_name):
+                raise reader.error(f"headers.{name}", f"${{{variable_name}}} is not an environment variable name")
+            found = environ.get(variable_name)
+            if not found:
+                raise reader.error(f"headers.{name}", f"the environment variable {variable_name} is not set")
+            return found
+
+        resolved[name] = _ENV_REFERENCE.sub(variable, value)
+    try:
+        check_headers(resolved)
+    except (TypeError, ValueError) as error:  # names the header, never quotes a value (it may hold a secret)
+        raise reader.error("headers", str(error)) from None
+    return resolved
 
 
 def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str]) -> Route:
@@ -370,6 +410,7 @@ def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str
         cooldown_s=reader.get("cooldown_s", float, 30.0, _not_negative),
         cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
         cache_shared=reader.get("cache_shared", bool, False),
+        retries=reader.get("retries", int, 0, _retries),
     )
     if route.strategy not in STRATEGIES:
         raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")

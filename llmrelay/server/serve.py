@@ -16,7 +16,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import workers
 from .app import Gateway
+from .app import _request_id as request_id
 from .config import Config
+from .health import draining_handler
 from .state import State
 
 __all__ = ["is_loopback", "run", "serve"]
@@ -91,7 +93,7 @@ async def serve(
     ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
-    (up to ``drain_timeout_s``) while no new connection is accepted."""
+    (up to ``drain_timeout_s``) while new connections get only health answers (503) and 503 ``shutting_down``."""
     stderr = stderr or sys.stderr
     app = gateway.build_app()
     if workers.is_worker():  # --workers N: say which worker answered
@@ -129,8 +131,10 @@ async def serve(
             ready()
         await stop.wait()
         gateway.draining = True
-        if server is not None:
-            server.close()  # stop accepting; open connections (and their streams) go on
+        # Open connections (and their streams) go on. The socket stays open while draining, so that a load
+        # balancer polling /health on a new connection sees 503; such new connections get no new work.
+        if runner.server is not None:
+            runner.server.request_handler = draining_handler(request_id)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(gateway.idle.wait(), drain)
     finally:
