@@ -27,8 +27,8 @@ __all__ = ["CONTENT_TYPE", "MAX_LABEL_LENGTH", "MAX_LEARNED_MODELS", "MAX_SERIES
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MAX_SERIES = 2000  # children over every labelled metric
-MAX_LEARNED_MODELS = 100  # model names learned from successful answers, beyond the configured ones
-MAX_LABEL_LENGTH = 100
+MAX_LEARNED_MODELS = 50  # model names learned from successful answers, beyond the configured ones
+MAX_LABEL_LENGTH = 80
 OTHER = "_other"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, float("inf"))
 
