@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from raw import afetch, chat, fetch
+from redis_server import RedisServer
 from scripted_server import (
     RecordedRequest,
     Reply,
@@ -111,7 +112,9 @@ def test_a_callers_stream_options_never_switch_off_the_usage_the_gateway_counts(
 ) -> None:
     gw = make_gateway(KEYS)
     server.script(sse_reply(chunk("hi"), chunk(finish_reason="stop"), chunk(choices=[], usage=usage(2, 3)), "[DONE]"))
-    reply = post(gw.url, {"model": "up/cheap", "messages": HI, "stream": True, "stream_options": {"include_usage": False}})
+    reply = post(
+        gw.url, {"model": "up/cheap", "messages": HI, "stream": True, "stream_options": {"include_usage": False}}
+    )
     assert reply.status == 200
     assert posted(server)[0].json()["stream_options"] == {"include_usage": True}
     assert all(not chunk.get("usage") for chunk in reply.chunks())  # the caller asked for no usage chunk
@@ -426,3 +429,20 @@ def test_draining_answers_health_on_new_connections(server: ScriptedServer, spaw
     assert streamed.endswith(b"data: [DONE]\n\n") and b'"content":"two"' in streamed
     assert gw.process.wait(15) == 0
     assert len(posted(server)) == 1  # the request refused while draining never reached the upstream
+
+
+def test_ready_follows_redis(server: ScriptedServer, spawn_gateway) -> None:
+    own = RedisServer().start()
+    try:
+        gw = spawn_gateway(env={"LLMRELAY_REDIS_URL": own.url})
+        reply = fetch("GET", gw.url + "/health/ready")
+        assert reply.status == 200 and reply.json() == {"status": "ready"}
+        own.kill()
+        reply = fetch("GET", gw.url + "/health/ready")
+        assert reply.status == 503 and reply.json() == {"status": "not ready", "reason": "redis unreachable"}
+        assert fetch("GET", gw.url + "/health/live").status == 200 and fetch("GET", gw.url + "/health").status == 200
+        own.start()
+        assert fetch("GET", gw.url + "/health/ready").status == 200
+        assert gw.terminate() == 0
+    finally:
+        own.stop()
