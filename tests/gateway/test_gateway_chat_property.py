@@ -62,38 +62,63 @@ DOCUMENTED = (
 )
 
 scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8)
+names = st.sampled_from(DOCUMENTED) | st.text(max_size=6)
 json_values = st.recursive(
-    scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(st.sampled_from(DOCUMENTED) | st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=8,
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3), max_leaves=8
 )
+texts = st.text(max_size=10)
+objects = st.dictionaries(names, json_values, max_size=3)
 messages = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "system", "assistant", "tool"]) | json_values},
-        optional={"content": st.text(max_size=10) | json_values, "name": json_values, "tool_calls": json_values},
+        {"role": st.sampled_from(["user", "system", "assistant", "tool"])},
+        optional={"content": texts | json_values, "name": texts, "tool_calls": json_values},
     ),
     min_size=1,
     max_size=3,
 )
-good = {
-    "model": st.sampled_from(["up/cheap", "cheap-route", "up/pricey", "pricey"]),
+# A well-typed value per documented field (the random JSON value of any type is the other choice).
+TYPED: dict[str, Any] = {
+    "model": st.sampled_from(["up/cheap", "cheap-route"]),
     "messages": messages,
     "stream": st.booleans(),
     "stream_options": st.fixed_dictionaries({}, optional={"include_usage": json_values}),
     "n": st.just(1),
+    "extra_body": objects,
+    "temperature": st.floats(0, 2),
+    "top_p": st.floats(0, 1),
+    "max_tokens": st.integers(1, 10**6),
+    "max_completion_tokens": st.integers(1, 10**6),
+    "stop": texts | st.lists(texts, max_size=3),
+    "seed": st.integers(-(2**63), 2**63 - 1),
+    "tools": st.lists(objects, max_size=2),
+    "tool_choice": st.sampled_from(["auto", "none", "required"]) | objects,
+    "parallel_tool_calls": st.booleans(),
+    "response_format": objects,
+    "logit_bias": objects,
+    "logprobs": st.booleans(),
+    "top_logprobs": st.integers(0, 20),
+    "user": texts,
+    "metadata": objects,
+    "reasoning_effort": texts,
+    "models": st.lists(texts, max_size=3),
+    "route": texts,
 }
-field_values = {name: (good[name] | json_values) if name in good else json_values for name in DOCUMENTED}
-bodies = st.fixed_dictionaries(
-    {"model": field_values["model"], "messages": field_values["messages"]},
-    optional={
-        **{name: value for name, value in field_values.items() if name not in ("model", "messages")},
-        "extra_body": st.dictionaries(st.sampled_from(DOCUMENTED) | st.text(max_size=5), json_values, max_size=4)
-        | json_values,
-    },
-).flatmap(lambda body: st.dictionaries(st.text(max_size=6), json_values, max_size=2).map(lambda more: {**more, **body}))
+
+
+def field(name: str) -> st.SearchStrategy[Any]:
+    typed = TYPED.get(name, json_values)
+    return st.one_of(typed, typed, typed, json_values)  # mostly well-typed, so that bodies get past the checks
+
+
+bodies = st.builds(
+    lambda model, chosen, extra, more: {**more, **chosen, "model": model, "messages": extra},
+    field("model"),
+    st.lists(st.sampled_from(DOCUMENTED[2:]), unique=True, max_size=4).flatmap(
+        lambda chosen: st.fixed_dictionaries({name: field(name) for name in chosen})
+    ),
+    field("messages"),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=2),
+)
 
 
 async def _session() -> aiohttp.ClientSession:
