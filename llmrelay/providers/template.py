@@ -84,6 +84,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     models_ttl: ClassVar[float] = 3600.0
     ssl: ClassVar[Any] = None
     headers: ClassVar[dict[str, str]] = {}
+    redacted: ClassVar[tuple[str, ...]] = ()  # more secrets no error may quote (e.g. a key sent in ``headers``)
     supports_stream_options: ClassVar[bool] = True
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
     can_generate_images: ClassVar[bool] = True  # False: a server with no images endpoint (refused before sending)
@@ -218,7 +219,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 ssl=cls.ssl,
                 timeout=timeout,
                 provider=name,
-                secrets=(api_key,),
+                secrets=(api_key, *cls.redacted),
             )
             body = await read_body(response, name, timeout)
             try:
@@ -227,13 +228,13 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 raise ResponseError(f"the model list is not JSON: {shorten(body)!r}", provider=name) from None
             listing = parse_models(data, name)
         except MissingAuthError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
         except (RelayError, *TRANSPORT_ERRORS) as error:  # type: ignore[misc]
             if isinstance(error, RelayError):
-                redact_error(error, (api_key,))
+                redact_error(error, (api_key, *cls.redacted))
             if cls.fallback_models:
-                reason = redact(str(error) or type(error).__name__, (api_key,))
+                reason = redact(str(error) or type(error).__name__, (api_key, *cls.redacted))
                 log.warning("%s: listing models failed (%s); using fallback_models", name, reason)
                 return list(cls.fallback_models)
             raise
@@ -365,7 +366,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             async for item in read_response(response, name, model, timeout):
                 yield item
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod
@@ -385,7 +386,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             "total_timeout": total_timeout,
             "impersonate": impersonate,
             "provider": cls.get_name(),
-            "secrets": (api_key,),
+            "secrets": (api_key, *cls.redacted),
         }
 
     # ----------------------------------------------------------------- images
@@ -429,7 +430,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         try:
             return await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod

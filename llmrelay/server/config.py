@@ -321,7 +321,7 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         options["timeout"] = timeout
     if total is not None:
         options["total_timeout"] = total
-    headers = _headers(reader, environ)
+    headers, secrets = _headers(reader, environ)
     reader.finish()
     try:
         base: ProviderClass = get_provider(name)
@@ -346,18 +346,21 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         attributes["default_model"] = default_model
     if headers:
         attributes["headers"] = {**base.headers, **headers}
+        attributes["redacted"] = (*base.redacted, *secrets)
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
 
 
-def _headers(reader: _Reader, environ: Mapping[str, str]) -> dict[str, str]:
+def _headers(reader: _Reader, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """``headers = {"api-key" = "${AZURE_OPENAI_KEY}"}``: extra headers on every request to this upstream; each
-    ``${NAME}`` in a value is the environment variable NAME (which must be set), so secrets stay out of the file."""
+    ``${NAME}`` in a value is the environment variable NAME (which must be set), so secrets stay out of the file.
+    Returns the headers and the values taken from the environment (secrets: never quoted in an error)."""
     from ..http.checks import check_headers
 
     table = reader.get("headers", dict, {})
     resolved: dict[str, str] = {}
+    secrets: list[str] = []
     for name, value in table.items():
         if not isinstance(value, str):
             raise reader.error(f"headers.{name}", f"must be a string, not {_type_name(type(value))}")
@@ -369,6 +372,7 @@ def _headers(reader: _Reader, environ: Mapping[str, str]) -> dict[str, str]:
             found = environ.get(variable_name)
             if not found:
                 raise reader.error(f"headers.{name}", f"the environment variable {variable_name} is not set")
+            secrets.append(found)
             return found
 
         resolved[name] = _ENV_REFERENCE.sub(variable, value)
@@ -376,7 +380,7 @@ def _headers(reader: _Reader, environ: Mapping[str, str]) -> dict[str, str]:
         check_headers(resolved)
     except (TypeError, ValueError) as error:  # names the header, never quotes a value (it may hold a secret)
         raise reader.error("headers", str(error)) from None
-    return resolved
+    return resolved, secrets
 
 
 def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str]) -> Route:

@@ -357,6 +357,16 @@ def test_provider_headers_and_query_reach_every_upstream_url(server: ScriptedSer
         assert "authorization" not in request.headers
 
 
+def test_a_secret_header_value_is_never_quoted_back(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway(AZURE.replace("{{", "{").replace("}}", "}"), AZURE_OPENAI_KEY="az-secret-echoed", TEAM="red")
+    echo = {"error": {"message": "the key az-secret-echoed is not valid for this deployment", "code": "bad_key"}}
+    server.script(json_reply(echo, 400))
+    reply = chat(gw.url, "azure/gpt-4o")
+    assert reply.status == 400 and "az-secret-echoed" not in reply.body.decode()
+    assert "the key *** is not valid" in reply.error["message"]
+    assert not [line for line in gw.log_lines if "az-secret-echoed" in line]
+
+
 @pytest.mark.parametrize(
     ("headers", "problem"),
     [
