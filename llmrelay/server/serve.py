@@ -16,8 +16,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import workers
 from .app import Gateway
-from .app import _request_id as request_id
 from .config import Config
+from .exchange import request_id
 from .health import draining_handler
 from .state import State
 
