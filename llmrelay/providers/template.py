@@ -38,6 +38,13 @@ def _checked_endpoint(url: str) -> str:
     return check_url(url, "api_endpoint")
 
 
+def _endpoint(url: object) -> str | None:
+    """A full chat URL given as ``api_endpoint``, checked (a ValueError naming ``api_endpoint``); None: none."""
+    if not url:
+        return None
+    return _checked_endpoint(url) if isinstance(url, str) else check_url(url, "api_endpoint")
+
+
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
     "tools",
@@ -309,9 +316,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
             )
         await cls.prepare()
-        endpoint = api_endpoint or cls.api_endpoint
-        if endpoint:
-            endpoint = _checked_endpoint(endpoint) if isinstance(endpoint, str) else check_url(endpoint, "api_endpoint")
+        endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
             api_base = endpoint.rstrip("/").removesuffix("/chat/completions")
