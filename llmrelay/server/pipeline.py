@@ -37,6 +37,7 @@ __all__ = ["Finished", "Handler", "Pipeline", "Plan", "chat_handler"]
 
 T = TypeVar("T")
 OWN_KEY = "gateway's own API key"
+MAX_MODEL_LENGTH = 256  # characters of a requested model name (route, provider/model or bare name)
 # What a chat handler may be told once an answer is complete: (the whole answer, the model that answered).
 Finished = Callable[[Answer, str], Awaitable[None]]
 # A door's handler: what the route table calls once the middleware made the Exchange (and checked the key).
@@ -139,6 +140,8 @@ class Pipeline:
     def check(self, x: Exchange, model: str) -> Plan:
         """Resolve ``model`` (8.3) and check the caller's key may use it (403); fills the log entry's route (and
         provider/model for a single target). No limits, no upstream call."""
+        if len(model) > MAX_MODEL_LENGTH:  # a caller's name goes into headers, the log and (bounded) metrics
+            raise GatewayError(400, "invalid_request", f"'model' is longer than {MAX_MODEL_LENGTH} characters", "model")
         route, targets = self.resolve(model)
         entry = x.entry
         entry.route = route.name if route is not None else None

@@ -212,10 +212,12 @@ def test_metrics_stay_small_whatever_callers_and_upstreams_send(server: Scripted
 
     async def flood() -> list[int]:
         statuses = []
-        for number in range(500):  # refused: not allowed (403), unknown provider (404), no key (401)
+        for number in range(400):  # refused: too long (400), not allowed (403), unknown provider (404)
             body = {"model": f"up/{number}-{big}", "messages": HI}
             statuses.append((await afetch("POST", gw.url + FIRST, body, auth(CHEAP_KEY))).status)
-            body["model"] = f"nope{number}/{big}"
+            body["model"] = f"up/{number}-{big[:240]}"
+            statuses.append((await afetch("POST", gw.url + FIRST, body, auth(CHEAP_KEY))).status)
+            body["model"] = f"nope{number}/{big[:240]}"
             statuses.append((await afetch("POST", gw.url + FIRST, body, auth(OPEN_KEY))).status)
         for number in range(300):  # answered by the upstream: its codes and reported model names
             body = {"model": "fast", "messages": [{"role": "user", "content": str(number)}]}
@@ -229,11 +231,21 @@ def test_metrics_stay_small_whatever_callers_and_upstreams_send(server: Scripted
     # their _created lines), plus the _other series: bounded whatever the flood (before the bound: megabytes).
     assert len(text) < before + MAX_LEARNED_MODELS * 6 * (MAX_LABEL_LENGTH + 100) + 10_000, len(text)
     assert max(len(line) for line in text.splitlines()) < 400
-    assert big[:200] not in text and "nope" not in text and "code-" not in text
+    assert big[:100] not in text and "nope" not in text and "code-" not in text
     assert 'model="_other"' in text
     assert 'llmrelay_upstream_errors_total{code="invalid_request",provider="up"} 150.0' in text
     series = [line for line in text.splitlines() if line.startswith("llmrelay_requests_total{")]
     assert len(series) <= MAX_LEARNED_MODELS + 10, len(series)
+
+
+def test_model_names_are_bounded_in_requests_and_in_headers(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway()
+    reply = chat(gw.url, "up/" + "m" * 300)
+    assert reply.status == 400 and reply.error["param"] == "model" and "longer than 256" in reply.error["message"]
+    assert posted(server) == []
+    server.script(json_reply(completion("ok", model="r" * 20_000)))  # an upstream reports the name it likes
+    reply = chat(gw.url, "up/a")
+    assert reply.status == 200 and reply.headers["x-llmrelay-model"] == "r" * 253 + "..."
 
 
 # -------------------------------------------------------------------------- defect 4: capped Retry-After
