@@ -74,11 +74,13 @@ def retry_delay(
 
 
 def cap_retry_after(error: BaseException, cap: float) -> None:
-    """Lower a server's ``retry_after`` on ``error`` to ``cap`` seconds (an upstream must not choose how long a
-    gateway leaves a target out, nor what it tells its callers); a value that is not a finite number is dropped."""
-    if isinstance(error, RelayError) and error.retry_after is not None:
-        seconds = _seconds(error.retry_after)
-        error.retry_after = None if seconds is None else min(max(seconds, 0.0), cap)
+    """Lower a server's ``retry_after`` on ``error`` (and on each error of an ``AllProvidersFailedError``) to ``cap``
+    seconds: an upstream must not choose how long a gateway leaves a target out, nor what it tells its callers. A
+    value that is not a finite number is dropped."""
+    for failure in (error, *(item for _, item in getattr(error, "errors", ()))):
+        if isinstance(failure, RelayError) and failure.retry_after is not None:
+            seconds = _seconds(failure.retry_after)
+            failure.retry_after = None if seconds is None else min(max(seconds, 0.0), cap)
 
 
 def _seconds(value: object) -> float | None:

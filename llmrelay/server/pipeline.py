@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from ..client.convert import ChatCall
-from ..client.retry import cap_retry_after
+from ..client.retry import MAX_RETRY_AFTER, cap_retry_after
 from ..client.router import Opened, RateLimitSkip, Skip, first_success, is_retryable, open_events
 from ..errors import MissingAuthError, PaymentRequiredError, RelayError
 from ..responses import Answer, ProviderInfo, Usage, event_from_cache, event_to_cache
@@ -256,25 +256,23 @@ class Pipeline:
         x: Exchange | None = None,
     ) -> T:
         """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns and
-        retries. An upstream's ``retry_after`` is capped at ``max_cooldown_s`` before anything uses it; ``x``'s log
-        entry keeps the provider of the last target tried (a failed request names it too, SPEC 8.3)."""
+        retries; ``x``'s log entry keeps the provider of the last target tried (a failed request names it too, SPEC
+        8.3). An upstream's ``retry_after`` counts for at most ``max_cooldown_s``: in cooldowns, in what the caller
+        is told, and for retries (where a longer one is not waited for: the route moves on)."""
         cap = self.config.server.max_cooldown_s
         state, metrics = self.state, self.metrics
 
         async def tried(target: Target) -> T:
             if x is not None:
                 x.entry.provider, x.entry.model = target.provider, target.model or None
-            try:
-                return await attempt(target)
-            except RelayError as error:
-                cap_retry_after(error, cap)
-                raise
+            return await attempt(target)
 
         if route is None:
             try:
                 return await tried(targets[0])
             except RelayError as error:
                 metrics.upstream_error(targets[0].provider, error)
+                cap_retry_after(error, cap)
                 raise
 
         async def before_attempt(target: Target) -> None:
@@ -292,23 +290,29 @@ class Pipeline:
                 metrics.upstream_error(target.provider, error)
             if is_retryable(error):
                 retry_after = getattr(error, "retry_after", None)
+                if retry_after is not None:
+                    retry_after = min(retry_after, cap)
                 await state.failed(target.label, route.cooldown_after, route.cooldown_s, retry_after)
 
         async def on_success(target: Target) -> None:
             await state.succeeded(target.label)
 
-        return await first_success(
-            self._order(route),
-            tried,
-            name=lambda target: target.label,
-            fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
-            before_attempt=before_attempt,
-            after_error=after_error,
-            on_success=on_success,
-            max_retries=route.retries,
-            max_retry_after=cap,
-            on_retry=lambda target: metrics.retry(route.name),
-        )
+        try:
+            return await first_success(
+                self._order(route),
+                tried,
+                name=lambda target: target.label,
+                fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
+                before_attempt=before_attempt,
+                after_error=after_error,
+                on_success=on_success,
+                max_retries=route.retries,
+                max_retry_after=min(cap, MAX_RETRY_AFTER),
+                on_retry=lambda target: metrics.retry(route.name),
+            )
+        except RelayError as error:
+            cap_retry_after(error, cap)
+            raise
 
     def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
         """Upstream 401/402: the gateway's own upstream key is at fault, never the caller's: say which."""

@@ -329,6 +329,19 @@ def test_route_retries_a_target_before_moving_on(server: ScriptedServer, make_ga
     assert 'llmrelay_retries_total{route="fast"} 2.0' in metrics_text(gw.url)
 
 
+def test_a_long_retry_after_is_not_waited_for_the_route_moves_on(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway('[routes.fast]\ntargets = ["up/a", "up2/b"]\nretries = 3\n', settings="max_cooldown_s = 120")
+    server.script(
+        json_reply({"error": {"message": "slow"}}, 429, headers={"Retry-After": "99999"}),
+        json_reply(completion("from b")),
+    )
+    reply = chat(gw.url, "fast")
+    assert reply.status == 200 and reply.json()["choices"][0]["message"]["content"] == "from b"
+    assert [request.route_path for request in posted(server)] == [FIRST, SECOND]
+    assert 100 < gw.run(gw.gateway.state.cooling("up/a")) <= 120  # the cooldown is the capped Retry-After
+    assert "llmrelay_retries_total{" not in metrics_text(gw.url)
+
+
 def test_route_without_retries_moves_on_at_once(server: ScriptedServer, make_gateway) -> None:
     gw = make_gateway('[routes.fast]\ntargets = ["up/a", "up2/b"]\n')
     server.script(json_reply({"error": {"message": "down"}}, 500), json_reply(completion("b")))
