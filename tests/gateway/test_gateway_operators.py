@@ -246,6 +246,7 @@ def test_model_names_are_bounded_in_requests_and_in_headers(server: ScriptedServ
     server.script(json_reply(completion("ok", model="r" * 20_000)))  # an upstream reports the name it likes
     reply = chat(gw.url, "up/a")
     assert reply.status == 200 and reply.headers["x-llmrelay-model"] == "r" * 253 + "..."
+    assert gw.access_lines[-1].count("r" * 253 + "...") == 1 and "r" * 254 not in gw.access_lines[-1]
 
 
 # -------------------------------------------------------------------------- defect 4: capped Retry-After
