@@ -275,16 +275,6 @@ class Pipeline:
                 cap_retry_after(error, cap)
                 raise
 
-        async def before_attempt(target: Target) -> None:
-            left = await state.cooling(target.label)
-            if left > 0:
-                metrics.cooldown_skip(target.label)
-                if await state.rate_limited(target.label):
-                    raise RateLimitSkip(
-                        f"{target.label} is rate limited for {math.ceil(left)} s more", retry_after=left
-                    )
-                raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
-
         async def after_error(target: Target, error: BaseException) -> None:
             if isinstance(error, RelayError):
                 metrics.upstream_error(target.provider, error)
@@ -303,7 +293,7 @@ class Pipeline:
                 tried,
                 name=lambda target: target.label,
                 fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
-                before_attempt=before_attempt,
+                before_attempt=self._skip_cooling,
                 after_error=after_error,
                 on_success=on_success,
                 max_retries=route.retries,
@@ -313,6 +303,15 @@ class Pipeline:
         except RelayError as error:
             cap_retry_after(error, cap)
             raise
+
+    async def _skip_cooling(self, target: Target) -> None:
+        """Leave out a target that is cooling down: a rate limit when an upstream's Retry-After started it."""
+        left = await self.state.cooling(target.label)
+        if left > 0:
+            self.metrics.cooldown_skip(target.label)
+            if await self.state.rate_limited(target.label):
+                raise RateLimitSkip(f"{target.label} is rate limited for {math.ceil(left)} s more", retry_after=left)
+            raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
 
     def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
         """Upstream 401/402: the gateway's own upstream key is at fault, never the caller's: say which."""

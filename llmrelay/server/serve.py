@@ -81,6 +81,16 @@ def make_state(config: Config) -> State | None:
     return state
 
 
+async def _drain(gateway: Gateway, runner: web.AppRunner, seconds: float) -> None:
+    """Let open connections (and their streams) finish, up to ``seconds``. The socket stays open meanwhile, so that
+    a load balancer polling /health on a new connection sees 503; new connections get no new work."""
+    gateway.draining = True
+    if runner.server is not None:
+        runner.server.request_handler = draining_handler(request_id)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(gateway.idle.wait(), seconds)
+
+
 async def serve(
     gateway: Gateway,
     host: str,
@@ -130,13 +140,7 @@ async def serve(
         if ready is not None:
             ready()
         await stop.wait()
-        gateway.draining = True
-        # Open connections (and their streams) go on. The socket stays open while draining, so that a load
-        # balancer polling /health on a new connection sees 503; such new connections get no new work.
-        if runner.server is not None:
-            runner.server.request_handler = draining_handler(request_id)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(gateway.idle.wait(), drain)
+        await _drain(gateway, runner, drain)
     finally:
         await runner.cleanup()
         for number in (signal.SIGTERM, signal.SIGINT):
