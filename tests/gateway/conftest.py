@@ -41,7 +41,7 @@ default_model = "test-model"
 def render(
     server: ScriptedServer, toml: str, keepalive: float = 15.0, read_timeout: float = 30.0, settings: str = ""
 ) -> str:
-    """The configuration: BASE_CONFIG (``settings``: more ``[server]`` lines) and ``toml``."""
+    """The test configuration: ``settings`` are more ``[server]`` lines."""
     text = BASE_CONFIG.replace("{server}", settings) + toml
     text = text.replace("{upstream}", server.base).replace("{keepalive}", repr(keepalive))
     return text.replace("{read_timeout}", repr(read_timeout))
