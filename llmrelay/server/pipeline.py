@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from ..client.convert import ChatCall
+from ..client.convert import RESERVED_FIELDS, ChatCall
 from ..client.retry import MAX_RETRY_AFTER, cap_retry_after
 from ..client.router import Opened, RateLimitSkip, Skip, first_success, is_retryable, open_events
 from ..errors import MissingAuthError, PaymentRequiredError, RelayError
@@ -157,7 +157,12 @@ class Pipeline:
         return Plan(route, targets)
 
     def _check_fields(self, x: Exchange, call: ChatCall) -> None:
-        """A key limited to some models may not send fields that let the upstream choose others (403)."""
+        """Through any door, the upstream gets the authorised model and messages: no pass-through field may replace
+        them (400); and a key limited to some models may not send fields that let the upstream choose others (403)."""
+        extra = call.options.get("extra_data") or {}
+        for name in RESERVED_FIELDS:
+            if name in extra:
+                raise GatewayError(400, "invalid_request", f"the body may not set {name!r} outside its own field", name)
         key = x.key
         field = widening_field(key, call.options)
         if field is not None and key is not None:

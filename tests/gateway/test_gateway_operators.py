@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gateway_support import Lines, Running
 from raw import afetch, chat, fetch
 from redis_server import RedisServer
 from scripted_server import (
@@ -26,7 +27,11 @@ from scripted_server import (
     usage,
 )
 
+from llmrelay.client.convert import ChatCall
+from llmrelay.server.app import Endpoint, Gateway
 from llmrelay.server.config import ConfigError, load_config
+from llmrelay.server.doors import DoorRequest
+from llmrelay.server.doors import chat as chat_door
 from llmrelay.server.metrics import MAX_LABEL_LENGTH, MAX_LEARNED_MODELS
 
 FIRST = "/v1/chat/completions"
@@ -119,6 +124,37 @@ def test_a_callers_stream_options_never_switch_off_the_usage_the_gateway_counts(
     assert posted(server)[0].json()["stream_options"] == {"include_usage": True}
     assert all(not chunk.get("usage") for chunk in reply.chunks())  # the caller asked for no usage chunk
     assert 'llmrelay_tokens_total{kind="completion",model="test-model",provider="up"} 3.0' in metrics_text(gw.url)
+
+
+class _PassThroughDoor:
+    """A door that hands the caller's whole body on as pass-through fields (as a careless new door might)."""
+
+    answer = staticmethod(chat_door.answer)
+    renderer = staticmethod(chat_door.renderer)
+    error_body = staticmethod(chat_door.error_body)
+
+    @staticmethod
+    def parse(body: dict[str, Any]) -> DoorRequest:
+        return DoorRequest(ChatCall("up/cheap", HI, False, False, {"extra_data": body}))
+
+
+def test_no_door_can_pass_a_field_over_the_authorised_ones(server: ScriptedServer, tmp_path) -> None:
+    class WithPassThrough(Gateway):
+        def route_table(self) -> list[Endpoint]:
+            return [*super().route_table(), Endpoint("POST", "/test/pass", _PassThroughDoor)]
+
+    path = tmp_path / "g.toml"
+    path.write_text(f'[providers.up]\napi_base = "{server.base}"\n')
+    gw = Running(WithPassThrough(load_config(str(path)), log_stream=Lines([], lambda line: None)), []).start()
+    try:
+        for field in ("model", "messages", "stream", "stream_options", "n"):
+            reply = fetch("POST", gw.url + "/test/pass", {field: "pricey"})
+            assert reply.status == 400 and reply.error["param"] == field, reply.body
+        server.script(json_reply(completion("ok")))
+        assert fetch("POST", gw.url + "/test/pass", {"top_k": 3}).status == 200
+        assert posted(server)[0].json()["model"] == "cheap" and posted(server)[0].json()["top_k"] == 3
+    finally:
+        gw.stop()
 
 
 @pytest.mark.parametrize("where", ["top", "extra_body"])
