@@ -45,7 +45,12 @@ def paths(server: ScriptedServer) -> list[str]:
 
 PAIR = '[routes.pair]\ntargets = ["up/a", "up2/b"]\ncooldown_after = 1\ncooldown_s = 600\n'
 BEFORE = key_entry("alice", rpm=3) + PAIR + '[routes.fast]\ntargets = ["up/a"]\n'
-AFTER = key_entry("alice", rpm=3) + key_entry("bob") + PAIR + '[routes.fast]\ntargets = ["up2/b"]\n'
+AFTER = (
+    key_entry("alice", rpm=3)
+    + key_entry("bob")
+    + PAIR
+    + '[routes.fast]\ntargets = ["up2/b"]\n[routes.late]\ntargets = ["up2/b"]\n'
+)
 
 
 def test_reload_swaps_routes_and_keys_and_keeps_limits_and_cooldowns(server: ScriptedServer, make_gateway) -> None:
@@ -59,13 +64,16 @@ def test_reload_swaps_routes_and_keys_and_keeps_limits_and_cooldowns(server: Scr
     rewrite(path, BEFORE, AFTER)
     said: list[str] = []
     assert gw.run(reload_gateway(gw.gateway, Lines(said, lambda line: None)))  # type: ignore[arg-type]
-    assert len(said) == 1 and f"reloaded {path} (" in said[0] and "routes: pair, fast; keys: 2" in said[0], said
+    assert len(said) == 1 and f"reloaded {path} (" in said[0] and "routes: pair, fast, late; keys: 2" in said[0], said
 
     assert chat(gw.url, "fast", auth("alice")).status == 200  # the new target of fast; alice: 2 of 3
     assert chat(gw.url, "pair", auth("alice")).status == 200  # up/a still cooling: straight to up2; 3 of 3
     assert paths(server) == [FIRST, SECOND, SECOND, SECOND]
     assert chat(gw.url, "fast", auth("alice")).status == 429  # her rpm window survived the reload
     assert chat(gw.url, "fast", auth("bob")).status == 200  # the new key
+    assert chat(gw.url, "late", auth("bob")).status == 200  # the new route, named in the metrics
+    metrics = asyncio.run(afetch("GET", gw.url + "/metrics")).body.decode()
+    assert 'route="late",status="200"' in metrics, metrics
 
     # A file with a mistake: logged, and the running configuration stays.
     rewrite(path, AFTER, AFTER + '[routes.broken]\ntargets = ["up/a"]\nstrategy = "best"\n')
