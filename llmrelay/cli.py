@@ -606,9 +606,9 @@ class _Printer:
         if self.quiet or not piece:
             return
         self.end_reasoning()
+        self.last = piece[-1]  # first: a signal during the write must still find the line to end
         self.out.write(piece)
         self.out.flush()
-        self.last = piece[-1]
 
     def reasoning(self, piece: str) -> None:
         if self.quiet:
@@ -1345,7 +1345,7 @@ def _all_models(args: argparse.Namespace) -> int:
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result
-            table[name] = {"error": describe_error(result)}
+            table[name] = {"error": str(result) if type(result) is RuntimeError else describe_error(result)}
         else:
             table[name] = {"models": list(result)}
     if args.json:
