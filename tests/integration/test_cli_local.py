@@ -91,7 +91,7 @@ def test_chat_json_non_stream_with_options() -> None:
 
 def test_models_of_the_local_provider() -> None:
     result = run("models", "-p", "local")
-    assert result.stdout.split() == ["smollm2", "smollm2-tools"]
+    assert result.stdout.split() == ["smollm2", "smollm2-embed", "smollm2-tools"]
 
 
 def test_providers_marks_local_as_the_default_without_keys() -> None:
