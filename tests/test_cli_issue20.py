@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 from scripted_server import (
+    Reply,
     ScriptedServer,
     chunk,
     completion,
     embedding_vector,
     embeddings_handler,
     json_reply,
+    sse_event,
     sse_reply,
 )
 from test_cli import LLMRELAY, clean_env, run
@@ -139,7 +141,8 @@ def test_no_retry_after_output(server) -> None:
 
 def test_sigterm_mid_answer_ends_the_line_and_logs_it_as_interrupted(server, tmp_path: Path) -> None:
     db = tmp_path / "logs.db"
-    server.script(sse_reply(chunk("partial"), 30.0, chunk(finish_reason="stop"), "[DONE]"))
+    events = [sse_event(chunk("partial")), 30.0, sse_event(chunk(finish_reason="stop")), sse_event("[DONE]")]
+    server.script(Reply(headers={"Content-Type": "text/event-stream"}, writes=events))
     process = subprocess.Popen(
         [str(LLMRELAY), "-m", "m1", "go"],
         stdin=subprocess.DEVNULL,
