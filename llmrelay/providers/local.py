@@ -838,6 +838,8 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
       "can only concatenate str"): it is joined into one string.  Lists with other
       parts (images) are left alone; this model cannot see them anyway.
     * ``max_completion_tokens`` is ignored by the server: it becomes ``max_tokens``.
+    * ``response_format`` ``json_schema`` is refused (HTTP 422: the server knows ``text`` and ``json_object``);
+      its schema goes into ``{"type": "json_object", "schema": …}``, which the server enforces with a grammar.
     """
     tool_choice = body.get("tool_choice")
     tools = body.get("tools") or []
@@ -874,6 +876,11 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
     if "max_completion_tokens" in body:
         limit = body.pop("max_completion_tokens")
         body.setdefault("max_tokens", limit)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        described = response_format.get("json_schema")
+        schema = described.get("schema") if isinstance(described, dict) else None
+        body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
     return body
 
 
