@@ -876,12 +876,18 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
     if "max_completion_tokens" in body:
         limit = body.pop("max_completion_tokens")
         body.setdefault("max_tokens", limit)
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-        described = response_format.get("json_schema")
-        schema = described.get("schema") if isinstance(described, dict) else None
-        body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    if "response_format" in body:
+        body["response_format"] = _json_object_format(body["response_format"])
     return body
+
+
+def _json_object_format(response_format: Any) -> Any:
+    """OpenAI's ``json_schema`` response format as llama.cpp's ``json_object`` + ``schema``; others as given."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return response_format
+    described = response_format.get("json_schema")
+    schema = described.get("schema") if isinstance(described, dict) else None
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
 
 
 class Local(OpenaiTemplate):
