@@ -519,6 +519,14 @@ def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None) -> str:
     return hint + ")"
 
 
+def _quiet_interrupts(loop: Any, context: dict[str, Any]) -> None:
+    """Ctrl-C / SIGTERM that landed in a helper task (aiohttp's request writer) was handled by the command
+    already: no "Task exception was never retrieved" traceback for it. Anything else is reported as usual."""
+    if isinstance(context.get("exception"), KeyboardInterrupt):
+        return
+    loop.default_exception_handler(context)
+
+
 class _Loop:
     """One event loop for the whole command (an interactive chat reuses its connections)."""
 
@@ -526,6 +534,7 @@ class _Loop:
         import asyncio
 
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_quiet_interrupts)
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         task = self.loop.create_task(coroutine)
