@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .accesslog import AccessLog, Entry
 from .config import Config
-from .doors import Door, chat, embeddings, images
+from .doors import Door, chat, embeddings, images, responses
 from .exchange import JSON, Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -91,6 +91,10 @@ class Gateway:
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
             Endpoint("POST", "/v1/embeddings", embeddings),
+            Endpoint("POST", "/v1/responses", responses),
+            Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),
+            Endpoint("DELETE", "/v1/responses/{response_id}", responses, responses.delete),
+            Endpoint("GET", "/v1/responses/{response_id}/input_items", responses, responses.input_items),
             Endpoint("GET", "/health", chat, plain=self.health),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
         ]
