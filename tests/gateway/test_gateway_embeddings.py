@@ -126,6 +126,10 @@ def test_cached_only_on_a_route_with_cache_ttl(server: ScriptedServer, make_gate
         status, headers, _ = post(gw, {"model": "up/e1", "input": "same"})
         assert status == 200 and "x-llmrelay-cache" not in headers
     assert len(server.requests) == 4
+    with urllib.request.urlopen(gw.url + "/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    assert 'llmrelay_cache_total{result="hit"} 1.0' in metrics
+    assert 'llmrelay_tokens_total{kind="prompt",model="e1",provider="up"}' in metrics
 
 
 def test_an_upstream_error_keeps_its_status(server: ScriptedServer, make_gateway) -> None:
