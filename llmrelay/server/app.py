@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import playground
 from .accesslog import AccessLog, Entry
 from .config import Config
 from .doors import Door, chat, embeddings, images, responses
@@ -97,7 +98,14 @@ class Gateway:
             Endpoint("GET", "/v1/responses/{response_id}/input_items", responses, responses.input_items),
             Endpoint("GET", "/health", chat, plain=self.health),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
+            *self._playground(),
         ]
+
+    def _playground(self) -> list[Endpoint]:
+        """``GET /`` and the page's files (SPEC 11), unless ``[server] playground = false``."""
+        if not self.config.server.playground:
+            return []
+        return [Endpoint("GET", path, chat, plain=handler) for path, handler in playground.handlers().items()]
 
     @property
     def default_provider(self) -> str:

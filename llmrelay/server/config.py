@@ -63,6 +63,7 @@ class ServerSettings:
     store_responses: bool = True  # 9.2.5: keep Responses API answers for previous_response_id and GET
     responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
     responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
+    playground: bool = True  # GET / serves the playground page (SPEC 11)
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         store_responses=reader.get("store_responses", bool, True),
         responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
         responses_max=reader.get("responses_max", int, 10_000, _positive),
+        playground=reader.get("playground", bool, True),
     )
     reader.finish()
     return settings
