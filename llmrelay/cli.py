@@ -491,7 +491,8 @@ def describe_error(
     if isinstance(error, RelayError):
         text = str(error)
         if error.status == 404 and cls is not None:
-            text += _missing_v1_hint(cls, getattr(args, "api_base", None))
+            endpoint = getattr(args, "endpoint", "chat/completions")
+            text += _missing_v1_hint(cls, getattr(args, "api_base", None), endpoint)
         return _one_line(text + (f" ({why[2:]})" if why else ""))
     if isinstance(error, (ValueError, TypeError, OSError)):
         return _one_line(str(error) or type(error).__name__)
@@ -507,13 +508,13 @@ def _may_be_media_refusal(error: BaseException) -> bool:
     return isinstance(error, (BadRequestError, ServerError)) and not isinstance(error, ContextLengthError)
 
 
-def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None) -> str:
+def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None, endpoint: str = "chat/completions") -> str:
     """For a 404: the URL tried, and /v1 if the base URL lacks it."""
     try:
         base = cls.get_api_base(api_base)
     except Exception:
         return ""
-    hint = f" (tried {base}/chat/completions"
+    hint = f" (tried {base}/{endpoint}"
     if not re.search(r"/v\d+[a-z]*(?:/|$)", base):
         hint += f"; OpenAI-compatible servers usually answer under /v1: try --api-base {base}/v1"
     return hint + ")"
@@ -1421,6 +1422,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from .providers.embeddings import MAX_INPUTS
 
     inputs = _embed_inputs(args)
+    args.endpoint = "embeddings"  # for the 404 hint
     cls = resolve_provider(args)
     if not (args.model or cls.default_embedding_model):
         raise UsageError(f"{cls.get_name()} has no default embedding model: pass -m MODEL")

@@ -334,6 +334,14 @@ def test_embed_reads_stdin_and_retries(server) -> None:
     assert len(result.stdout.splitlines()) == 2 and len(server.requests) == 2
 
 
+def test_embed_404_names_the_embeddings_url_and_suggests_v1(server) -> None:
+    server.script(json_reply({"detail": "Not Found"}, 404))
+    result = run(["embed", "--retries", "0", "--api-base", server.url, "-m", "e1", "hi"])
+    assert result.returncode == 1
+    message = result.stderr.decode()
+    assert f"tried {server.url}/embeddings" in message and f"try --api-base {server.url}/v1" in message
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
