@@ -84,12 +84,7 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
 
     async def invoke(cls: Any, target: Any, options: dict[str, Any]) -> dict[str, Any]:
         return await cls.create_embeddings_async(
-            req.input,
-            target.model,
-            timeout=options.get("timeout"),
-            total_timeout=options.get("total_timeout"),
-            extra_data=req.extra or None,
-            **req.options,
+            req.input, target.model, extra_data=req.extra or None, **options, **req.options
         )
 
     target, data = await pipeline.call(x, req.model, invoke)
