@@ -127,7 +127,8 @@ class Pipeline:
         if req.ignored:
             self._ignore(x, req)
         plan = self.check(x, call.model)
-        await self.admit(x)
+        if x.key is not None and x.key.limited:
+            await self.admit(x)
         cache_key = None
         route = plan.route
         if route is not None and route.cache_ttl_s > 0:
