@@ -278,3 +278,12 @@ def test_new_config_keys_are_strict(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_config(str(path))
         assert where in str(caught.value), (text, caught.value)
+
+
+def test_the_images_door_uses_the_shared_option_names(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway()
+    server.script(json_reply({"created": 1, "data": [{"url": "https://img.example/1.png"}]}))
+    body = {"model": "up/img-1", "prompt": "a cat", "width": 512, "height": 256, "seed": 3}
+    reply = fetch("POST", gw.url + "/v1/images/generations", body)
+    assert reply.status == 200, reply.body
+    assert server.requests[0].json() == {"model": "img-1", "prompt": "a cat", "size": "512x256", "seed": 3}
