@@ -157,6 +157,7 @@ class Gateway:
         except Exception as error:
             return x.error(error)
         finally:
+            del request[EXCHANGE]  # the request and its Exchange refer to each other: no cycle left for the GC
             if x.slot is not None:
                 await self.pipeline.release(x)
             self._end(x.entry)

@@ -287,3 +287,39 @@ def test_the_images_door_uses_the_shared_option_names(server: ScriptedServer, ma
     reply = fetch("POST", gw.url + "/v1/images/generations", body)
     assert reply.status == 200, reply.body
     assert server.requests[0].json() == {"model": "img-1", "prompt": "a cat", "size": "512x256", "seed": 3}
+
+
+def test_no_reference_cycle_per_request(server: ScriptedServer, make_gateway) -> None:
+    """Every request's objects are freed by reference counting: a cycle per request (the request and its Exchange
+    referring to each other) once cost the gateway ~10 % CPU in garbage collection."""
+    import asyncio
+    import gc
+
+    import aiohttp
+
+    server.route(
+        "POST",
+        "/v1/chat/completions",
+        lambda request: (
+            sse_reply(chunk("a"), chunk("b")) if request.json().get("stream") else json_reply(completion("hi"))
+        ),
+    )
+    gw = make_gateway()
+
+    async def requests(count: int) -> None:
+        async with aiohttp.ClientSession() as session:
+            for number in range(count):
+                body = {"model": "up/m", "messages": [{"role": "user", "content": "x"}], "stream": number % 2 == 1}
+                async with session.post(gw.url + "/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+                    await response.read()
+
+    asyncio.run(requests(10))  # warm-up: pools, caches
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(requests(200))
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found < 200, found  # a cycle per request leaves thousands of objects
