@@ -11,7 +11,8 @@ kept in Redis so every replica pointing at the same Redis counts together:
   stop being counted at most ``slot_ttl_s`` after its last renewal;
 * cooldowns: a key per target with a PX expiry; failure streaks: a counter per target;
 * the response cache: one key per entry with the route's TTL, entries larger than ``max_cache_entry_bytes``
-  are not stored.
+  are not stored;
+* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound.
 
 Each operation is one round trip: the checks that read and write (admit, add_tokens, failed, slot renewal)
 are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree.
@@ -170,13 +171,13 @@ return {redis.call('PTTL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
 """
 
 # KEYS: failure streak, cooldown. ARGV: cooldown_after, cooldown ms, retry-after ms (0 = none), streak ttl ms.
-# Returns 1 when a cooldown started.
+# Returns 1 when a cooldown started. The cooldown's value says why: 'r' after an upstream Retry-After, else '1'.
 _FAILED = """
 local streak = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local retry_after = tonumber(ARGV[3])
 if retry_after > 0 then
-  redis.call('SET', KEYS[2], '1', 'PX', retry_after)
+  redis.call('SET', KEYS[2], 'r', 'PX', retry_after)
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -316,6 +317,14 @@ class RedisState:
             await asyncio.wait_for(self._ping(), max(timeout_s, self.timeout_s))
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             raise RedisUnavailable(f"redis at {self.url} is unreachable ({_reason(error)})") from None
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether Redis answers a PING within ``timeout_s`` (for ``/health/ready``)."""
+        try:
+            await asyncio.wait_for(self._redis.ping(), timeout_s)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return True
 
     async def _ping(self) -> None:
         # A fresh connection attempt may fail on the first try with a short socket timeout on a busy machine.
@@ -497,6 +506,12 @@ class RedisState:
 
         await self._call(shared, lambda: self.inner.succeeded(target))
 
+    async def rate_limited(self, target: str) -> bool:
+        async def shared() -> bool:
+            return await self._redis.get(self._key("cool", target)) in (b"r", "r")
+
+        return await self._call(shared, lambda: self.inner.rate_limited(target))
+
     # ----------------------------------------------------------------------------- cache
 
     async def cache_get(self, key: str) -> bytes | None:
@@ -519,6 +534,34 @@ class RedisState:
             await self._redis.set(self._key("cache", key), value, px=_ms(ttl_s))
 
         await self._call(shared, lambda: self.inner.cache_put(key, value, ttl_s))
+
+    # --------------------------------------------------------------------- stored responses
+
+    def _response_key(self, scope: str, response_id: str) -> str:
+        # A response id never holds "/" (the gateway checks it), so scope and id split back unambiguously.
+        return self._key("resp", f"{scope}/{response_id}")
+
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        async def shared() -> bytes | None:
+            value = await self._redis.get(self._response_key(scope, response_id))
+            return value if value is None or isinstance(value, bytes) else value.encode()
+
+        return await self._call(shared, lambda: self.inner.response_get(scope, response_id))
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        if ttl_s <= 0:
+            return
+
+        async def shared() -> None:
+            await self._redis.set(self._response_key(scope, response_id), value, px=_ms(ttl_s))
+
+        await self._call(shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries))
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        async def shared() -> bool:
+            return bool(await self._redis.delete(self._response_key(scope, response_id)))
+
+        return await self._call(shared, lambda: self.inner.response_delete(scope, response_id))
 
     # ----------------------------------------------------------------------------- close
 

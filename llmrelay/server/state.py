@@ -6,7 +6,9 @@ implementation (shared by replicas, SPEC 8.8) implements the same interface with
 * limits are exact sliding windows of 60 s: ``rpm`` counts requests admitted in the last 60 s, ``tpm``
   sums tokens added in the last 60 s; ``retry_after`` is the time until the oldest entry leaves the
   window, rounded up to whole seconds, at least 1;
-* ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings.
+* ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings;
+* stored responses (SPEC 9.2.5) live per ``scope`` (the gateway key's name, ``""`` with no keys configured) and
+  response id, for a TTL; in memory also bounded in number (least recently used first out).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -54,9 +56,21 @@ class State(Protocol):
     async def succeeded(self, target: str) -> None:
         """Resets the failure streak."""
 
+    async def rate_limited(self, target: str) -> bool:
+        """Whether the target's current cooldown was started by an upstream ``Retry-After`` (a rate limit)."""
+
     async def cache_get(self, key: str) -> bytes | None: ...
 
     async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        """A stored response of ``scope``; None when unknown, expired, deleted or another scope's."""
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        """Keep a response for ``ttl_s`` seconds; a process keeps at most ``max_entries`` (Redis: TTL only)."""
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        """Forget a stored response; False when there was none."""
 
     async def close(self) -> None: ...
 
@@ -83,8 +97,10 @@ class MemoryState:
         self._keys: dict[str, _KeyUsage] = {}
         self._streaks: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
+        self._told: set[str] = set()  # targets whose cooldown an upstream's Retry-After started
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._max_cache = max_cache_entries
+        self._responses: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self._slot_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- key limits
@@ -152,15 +168,20 @@ class MemoryState:
         if retry_after is not None and retry_after > 0:
             self._cool_until[target] = self._clock() + retry_after
             self._streaks[target] = 0
+            self._told.add(target)
             return True
         if streak >= cooldown_after:
             self._cool_until[target] = self._clock() + cooldown_s
             self._streaks[target] = 0
+            self._told.discard(target)
             return True
         return False
 
     async def succeeded(self, target: str) -> None:
         self._streaks.pop(target, None)
+
+    async def rate_limited(self, target: str) -> bool:
+        return target in self._told and await self.cooling(target) > 0
 
     # --------------------------------------------------------------------- cache
 
@@ -184,5 +205,32 @@ class MemoryState:
                 del self._cache[next(iter(self._cache))]
         self._cache[key] = (self._clock() + ttl_s, value)
 
+    # --------------------------------------------------------------- stored responses
+
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        name = (scope, response_id)
+        entry = self._responses.get(name)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._responses[name]
+            return None
+        self._responses.move_to_end(name)
+        return entry[1]
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        if ttl_s <= 0 or max_entries <= 0:
+            return
+        responses = self._responses
+        responses[(scope, response_id)] = (self._clock() + ttl_s, value)
+        responses.move_to_end((scope, response_id))
+        while len(responses) > max_entries:
+            responses.popitem(last=False)
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        entry = self._responses.pop((scope, response_id), None)
+        return entry is not None and entry[0] > self._clock()
+
     async def close(self) -> None:
         self._cache.clear()
+        self._responses.clear()
