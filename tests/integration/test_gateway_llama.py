@@ -15,6 +15,7 @@ import openai
 import pytest
 from gateway_support import Lines, Running
 
+from llmrelay.providers.local import Local
 from llmrelay.server.app import Gateway
 from llmrelay.server.config import load_config
 
@@ -155,6 +156,25 @@ def _key(name: str, **limits: int) -> str:
 
 async def _metrics(running: Running) -> str:
     return running.gateway.metrics.render().decode()
+
+
+def test_large_max_tokens_lowered_to_the_models_context_and_effort_dropped(gateway: Running) -> None:
+    """SPEC 9.1.7 / 9.1.8 with the real server: Claude Code's ``max_tokens: 32000`` and a reasoning effort."""
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="small",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=32000,
+        reasoning_effort="high",
+        stop=[".", "!", "\n"],  # a short answer, whatever the cap
+        temperature=0,
+    )
+    cap = Local.get_max_tokens_cap()
+    assert cap is not None and cap < 32000
+    assert raw.headers["x-llmrelay-ignored"] == f"max_tokens>{cap}, reasoning_effort"
+    answer = raw.parse()
+    assert answer.choices[0].message.content is not None
+    client.close()
 
 
 def test_embeddings_through_the_gateway_with_the_sdk_default_base64(gateway: Running) -> None:
