@@ -82,6 +82,7 @@ async def _read_response(
     seen_first = not stream
     ok = status == 200
     tail = b""
+    ended = False
     if b"transfer-encoding: chunked" in lower:
         while True:
             size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
@@ -92,8 +93,9 @@ async def _read_response(
             if not seen_first and FIRST_TEXT in data:
                 seen_first = True
                 stats.ttfts.append((time.perf_counter() - start) * 1000)
-            tail = (tail + data)[-256:]
-        if stream and stream_end not in tail:
+            ended = stream_end in tail + data  # the end event (it may be followed by more bytes of its own)
+            tail = data[-32:]
+        if stream and not ended:
             ok = False
     else:
         index = lower.find(b"content-length:")
