@@ -39,6 +39,7 @@ KEY = "sk-llmrelay-bench-0123456789abcdef"
 STREAM = "stream-16"
 NONSTREAM = "stream-16"  # the same answer as one chat.completion JSON
 HOLD = "drip-30-130"  # 30 chunks, one every 130 ms: about 4 s open
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
 DOORS = ("responses", "messages")  # measured beside the chat door on the llmrelay gateway
 
 
@@ -60,9 +61,11 @@ def _pinned(cpus: set[int] | None) -> Any:
     return pin
 
 
-def _wait_http(url: str, seconds: float = 60.0) -> None:
+def _wait_http(url: str, seconds: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + seconds
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"it exited ({process.returncode}) before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
@@ -210,7 +213,7 @@ class Bench:
             peers.portkey_argv(port), self.proxy_cpus, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            _wait_http(f"http://127.0.0.1:{port}/", 60)
+            _wait_http(f"http://127.0.0.1:{port}/", 60, process)
         except RuntimeError as error:
             print(f"Portkey not measured: {error} (log: {self.tmp / 'portkey.log'})", file=sys.stderr)
             Target("portkey", port, process).stop()
@@ -229,7 +232,10 @@ class Bench:
             f"      api_base: http://127.0.0.1:{self.upstream_port}/v1\n      api_key: sk-fake\n"
             for model in (STREAM, HOLD)
         )
-        config.write_text("model_list:\n" + entries + "litellm_settings:\n  telemetry: false\n")
+        config.write_text(
+            "model_list:\n" + entries + "litellm_settings:\n  telemetry: false\n"
+            f"general_settings:\n  master_key: {LITELLM_KEY}\n"  # recent versions refuse to start without one
+        )
         port = _free_port()
         log = open(self.tmp / "litellm.log", "wb")
         env = {**os.environ, "LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True", "LITELLM_TELEMETRY": "False"}
@@ -242,12 +248,12 @@ class Bench:
             env=env,
         )
         try:
-            _wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180)
+            _wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180, process)
         except RuntimeError as error:
             print(f"LiteLLM not measured: {error} (log: {self.tmp / 'litellm.log'})", file=sys.stderr)
             Target("litellm", port, process).stop()
             return None
-        return Target("LiteLLM proxy", port, process)
+        return Target("LiteLLM proxy", port, process, key=LITELLM_KEY)
 
     def load(
         self,
