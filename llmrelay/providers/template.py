@@ -17,11 +17,20 @@ from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
-from ..http.url import check_api_base, join_url
+from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
+from .embeddings import (
+    EMBEDDING_PARAMETERS,
+    check_embedding_input,
+    check_embedding_options,
+    embedding_body,
+    encode_embeddings,
+    input_count,
+    parse_embedding_answer,
+)
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
 from .reading import read_body, read_response
@@ -31,6 +40,19 @@ __all__ = ["OpenaiTemplate"]
 log = logging.getLogger("llmrelay")
 
 _checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_endpoint(url: str) -> str:
+    return check_url(url, "api_endpoint")
+
+
+def _endpoint(url: object) -> str | None:
+    """A full chat URL given as ``api_endpoint``, checked (a ValueError naming ``api_endpoint``); None: none."""
+    if not url:
+        return None
+    return _checked_endpoint(url) if isinstance(url, str) else check_url(url, "api_endpoint")
+
 
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
@@ -78,10 +100,12 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     models_ttl: ClassVar[float] = 3600.0
     ssl: ClassVar[Any] = None
     headers: ClassVar[dict[str, str]] = {}
+    redacted: ClassVar[tuple[str, ...]] = ()  # more secrets no error may quote (e.g. a key sent in ``headers``)
     supports_stream_options: ClassVar[bool] = True
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
     can_generate_images: ClassVar[bool] = True  # False: a server with no images endpoint (refused before sending)
     default_max_tokens: ClassVar[int | None] = None  # sent when the caller gives no max_tokens (llama.cpp needs one)
+    default_embedding_model: ClassVar[str] = ""  # used when an embeddings call names no model
 
     # ------------------------------------------------------------ configuration
 
@@ -212,7 +236,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 ssl=cls.ssl,
                 timeout=timeout,
                 provider=name,
-                secrets=(api_key,),
+                secrets=(api_key, *cls.redacted),
             )
             body = await read_body(response, name, timeout)
             try:
@@ -221,13 +245,13 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 raise ResponseError(f"the model list is not JSON: {shorten(body)!r}", provider=name) from None
             listing = parse_models(data, name)
         except MissingAuthError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
         except (RelayError, *TRANSPORT_ERRORS) as error:  # type: ignore[misc]
             if isinstance(error, RelayError):
-                redact_error(error, (api_key,))
+                redact_error(error, (api_key, *cls.redacted))
             if cls.fallback_models:
-                reason = redact(str(error) or type(error).__name__, (api_key,))
+                reason = redact(str(error) or type(error).__name__, (api_key, *cls.redacted))
                 log.warning("%s: listing models failed (%s); using fallback_models", name, reason)
                 return list(cls.fallback_models)
             raise
@@ -302,7 +326,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
             )
         await cls.prepare()
-        endpoint = api_endpoint or cls.api_endpoint
+        endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
             api_base = endpoint.rstrip("/").removesuffix("/chat/completions")
@@ -357,7 +381,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             async for item in read_response(response, name, model, timeout):
                 yield item
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod
@@ -377,7 +401,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             "total_timeout": total_timeout,
             "impersonate": impersonate,
             "provider": cls.get_name(),
-            "secrets": (api_key,),
+            "secrets": (api_key, *cls.redacted),
         }
 
     # ----------------------------------------------------------------- images
@@ -421,7 +445,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         try:
             return await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod
@@ -445,6 +469,74 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         )
         raw = await read_body(response, cls.get_name(), request["timeout"])
         return parse_image_answer(raw, cls.get_name())
+
+    # ------------------------------------------------------------- embeddings
+
+    @classmethod
+    def create_embeddings(cls, input: str | list[Any], model: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Sync twin of :meth:`create_embeddings_async` (works in scripts and inside a running loop)."""
+        return run_sync(cls.create_embeddings_async(input, model, **kwargs))
+
+    @classmethod
+    async def create_embeddings_async(
+        cls,
+        input: str | list[Any],
+        model: str = "",
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        impersonate: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """POST ``{api_base}/embeddings``; returns the OpenAI shape (``{"object": "list", "data": [{"object":
+        "embedding", "index", "embedding"}], "model", "usage"}``), vectors in input order (SPEC 9.4).
+
+        ``input``: a string, a list of strings, a list of token ids or of token-id lists (at most 2,048 items).
+        ``options``: ``encoding_format`` (``"float"``, or ``"base64"``: little-endian float32, encoded here
+        when the server answered floats), ``dimensions``, ``user``. ``model`` defaults to
+        ``default_embedding_model``.
+        """
+        input = check_embedding_input(input)
+        _reject_unknown({key: None for key in options if key not in EMBEDDING_PARAMETERS}, cls.get_name())
+        options = check_embedding_options(options)
+        extra_data = _mapping("extra_data", extra_data)
+        await cls.prepare()
+        base, api_key = cls._base_and_key(api_base, api_key)
+        model = model or cls.default_embedding_model
+        if not model:
+            raise ValueError(
+                f"{cls.get_name()}: no embedding model given and none known for this provider: pass model="
+            )
+        model = cls.get_model(model)
+        request = cls._request_options(
+            api_key, proxy, DEFAULT_TIMEOUT if timeout is None else timeout, total_timeout, impersonate
+        )
+        name = cls.get_name()
+        try:
+            body = cls.prepare_embedding_body(embedding_body(model, input, options, extra_data))
+            response = await open_response(
+                "POST",
+                join_url(base, "embeddings"),
+                headers=cls.get_headers(False, api_key, headers),
+                body=_dumps(body),
+                **request,
+            )
+            raw = await read_body(response, name, request["timeout"])
+            answer = parse_embedding_answer(raw, name, model, input_count(input))
+        except RelayError as error:
+            redact_error(error, (api_key,))
+            raise
+        return encode_embeddings(answer, options.get("encoding_format"))
+
+    @classmethod
+    def prepare_embedding_body(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Last look at the embeddings body before it is sent; providers with quirks override it."""
+        return body
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -15,10 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from . import health, playground
 from .accesslog import AccessLog, Entry
 from .config import Config
-from .doors import Door, chat, images, responses
-from .exchange import JSON, Exchange, request_id
+from .doors import Door, chat, embeddings, images, responses
+from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
 from .metrics import CONTENT_TYPE, Metrics
@@ -69,7 +70,7 @@ class Gateway:
         self.config = config
         self.state: State = state if state is not None else MemoryState()
         self.keys = KeyRing(config.keys)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config)
         self.metrics.inflight.set_function(lambda: self.inflight)  # read when scraped: no cost per request
         self.access = AccessLog(log_format, log_stream)
         self.draining = False
@@ -90,13 +91,23 @@ class Gateway:
             Endpoint("GET", "/v1/models", chat, self.listing.models),
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
+            Endpoint("POST", "/v1/embeddings", embeddings),
             Endpoint("POST", "/v1/responses", responses),
             Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),
             Endpoint("DELETE", "/v1/responses/{response_id}", responses, responses.delete),
             Endpoint("GET", "/v1/responses/{response_id}/input_items", responses, responses.input_items),
             Endpoint("GET", "/health", chat, plain=self.health),
+            Endpoint("GET", "/health/live", chat, plain=self.live),
+            Endpoint("GET", "/health/ready", chat, plain=self.ready),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
+            *self._playground(),
         ]
+
+    def _playground(self) -> list[Endpoint]:
+        """``GET /`` and the page's files (SPEC 11), unless ``[server] playground = false``."""
+        if not self.config.server.playground:
+            return []
+        return [Endpoint("GET", path, chat, plain=handler) for path, handler in playground.handlers().items()]
 
     @property
     def default_provider(self) -> str:
@@ -216,9 +227,13 @@ class Gateway:
     # ------------------------------------------------------------------------- plain endpoints
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.draining:
-            return web.Response(body=b'{"status":"draining"}', status=503, content_type=JSON)
-        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+        return health.health(self.draining)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return health.live()
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return await health.ready(self.config, self.draining, self.state)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())
