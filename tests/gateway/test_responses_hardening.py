@@ -194,3 +194,17 @@ def test_head_answers_like_get(server: ScriptedServer, make_gateway, path: str) 
     assert head.body == b""
     assert head.headers.get("content-type") == got.headers.get("content-type")
     assert head.headers.get("content-security-policy") == got.headers.get("content-security-policy")
+
+
+# ---------------------------------------------------------------------------- nothing keyed by caller input grows
+
+
+def test_model_names_chosen_by_callers_leave_nothing_behind(server: ScriptedServer, make_gateway) -> None:
+    gw = make_gateway()
+    for number in range(30):
+        server.script(json_reply({"choices": [{"message": {"role": "assistant", "content": "ok"}}]}))
+        stream = number % 2 == 1
+        body = {"model": f"up/caller-model-{number}", "input": "Hi", "store": False, "stream": stream}
+        assert fetch("POST", gw.url + "/v1/responses", body).status == 200
+    fetch("POST", gw.url + "/v1/responses", {"model": "up/failing", "input": "Hi"})  # no scripted reply: a 5xx
+    assert gw.gateway.pipeline.busy == {}
