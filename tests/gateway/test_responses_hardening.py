@@ -208,3 +208,14 @@ def test_model_names_chosen_by_callers_leave_nothing_behind(server: ScriptedServ
         assert fetch("POST", gw.url + "/v1/responses", body).status == 200
     fetch("POST", gw.url + "/v1/responses", {"model": "up/failing", "input": "Hi"})  # no scripted reply: a 5xx
     assert gw.gateway.pipeline.busy == {}
+
+
+@pytest.mark.parametrize("limit", ["%C2%B2", "9" * 5000, "%D9%A1", "-1", "1.0", "", "0"])
+def test_input_items_limit_is_a_400_whatever_its_text(server: ScriptedServer, make_gateway, limit: str) -> None:
+    gw = make_gateway()
+    server.script(json_reply({"choices": [{"message": {"role": "assistant", "content": "ok"}}]}))
+    response_id = create(gw, {"input": "Hi"}).json()["id"]
+    reply = fetch("GET", gw.url + f"/v1/responses/{response_id}/input_items?limit={limit}")
+    assert reply.status == 400, reply.body[:300]
+    assert reply.error["param"] == "limit"
+    assert fetch("GET", gw.url + f"/v1/responses/{response_id}/input_items?limit=1").status == 200
