@@ -219,3 +219,21 @@ def test_input_items_limit_is_a_400_whatever_its_text(server: ScriptedServer, ma
     assert reply.status == 400, reply.body[:300]
     assert reply.error["param"] == "limit"
     assert fetch("GET", gw.url + f"/v1/responses/{response_id}/input_items?limit=1").status == 200
+
+
+# ---------------------------------------------------------------------------- what an upstream sends
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_an_upstream_retry_field_of_any_length_is_ignored(server: ScriptedServer, make_gateway, path: str) -> None:
+    gw = make_gateway()
+    server.script(
+        sse_reply(b"retry: " + b"9" * 5000 + b"\n\n", chunk(role="assistant", content=""), chunk("ok"), "[DONE]")
+    )
+    body: dict[str, Any] = {"model": "up/x", "stream": True}
+    body.update({"input": "Hi"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "Hi"}]})
+    reply = fetch("POST", gw.url + path, body)
+    assert reply.status == 200
+    assert b'"ok"' in reply.body
+    last = reply.events()[-1]
+    assert last == b"data: [DONE]" if path == "/v1/chat/completions" else b"response.completed" in last
