@@ -23,6 +23,8 @@ from typing import Protocol
 __all__ = ["WINDOW_S", "LimitExceeded", "MemoryState", "State"]
 
 WINDOW_S = 60.0
+MAX_CACHE_ENTRY_BYTES = 4 * 1024 * 1024  # an answer larger than this is not cached (both backends)
+MAX_CACHE_BYTES = 256 * 1024 * 1024  # in memory: all cached answers together (oldest out first)
 
 
 class LimitExceeded(Exception):  # noqa: N818 (the name state_api.md fixes)
@@ -95,7 +97,13 @@ class _KeyUsage:
 class MemoryState:
     """Everything in this process (one worker). ``clock`` is monotonic seconds (tests may pass their own)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_cache_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_cache_entries: int = 10_000,
+        max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
+        max_cache_bytes: int = MAX_CACHE_BYTES,
+    ) -> None:
         self._clock = clock
         self._keys: dict[str, _KeyUsage] = {}
         self._streaks: dict[str, int] = {}
@@ -103,6 +111,9 @@ class MemoryState:
         self._told: set[str] = set()  # targets whose cooldown an upstream's Retry-After started
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._max_cache = max_cache_entries
+        self._max_cache_entry = max_cache_entry_bytes  # as Redis's: a larger answer is not cached
+        self._max_cache_bytes = max_cache_bytes  # all cached answers together
+        self._cache_bytes = 0
         self._responses: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self._response_bytes = 0  # the sum of the stored responses' sizes
         self._slot_ids = itertools.count(1)
@@ -194,20 +205,28 @@ class MemoryState:
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._cache[key]
+            self._cache_drop(key)
             return None
         return entry[1]
 
     async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
-        if ttl_s <= 0:
+        if ttl_s <= 0 or len(value) > self._max_cache_entry:
             return
-        if len(self._cache) >= self._max_cache:
+        self._cache_drop(key)
+        cache, size = self._cache, len(value)
+        if len(cache) >= self._max_cache or self._cache_bytes + size > self._max_cache_bytes:
             now = self._clock()
-            for stale in [name for name, (until, _) in self._cache.items() if until <= now]:
-                del self._cache[stale]
-            while len(self._cache) >= self._max_cache:  # still full: drop the oldest insertions
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = (self._clock() + ttl_s, value)
+            for stale in [name for name, (until, _) in cache.items() if until <= now]:
+                self._cache_drop(stale)
+            while cache and (len(cache) >= self._max_cache or self._cache_bytes + size > self._max_cache_bytes):
+                self._cache_drop(next(iter(cache)))  # still full: drop the oldest insertions
+        cache[key] = (self._clock() + ttl_s, value)
+        self._cache_bytes += size
+
+    def _cache_drop(self, key: str) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self._cache_bytes -= len(entry[1])
 
     # --------------------------------------------------------------- stored responses
 
@@ -247,5 +266,6 @@ class MemoryState:
 
     async def close(self) -> None:
         self._cache.clear()
+        self._cache_bytes = 0
         self._responses.clear()
         self._response_bytes = 0

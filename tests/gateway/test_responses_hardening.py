@@ -4,12 +4,18 @@ caller can make the gateway keep or load, and the ids it gives out — over real
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from gateway_support import Lines, Running
 from raw import fetch
 from scripted_server import ScriptedServer, chunk, json_reply, sse_reply, tool_call_delta, usage
+
+from llmrelay.server.app import Gateway
+from llmrelay.server.config import load_config
+from llmrelay.server.state import MemoryState
 
 
 def client(gw: Any) -> openai.OpenAI:
@@ -237,3 +243,35 @@ def test_an_upstream_retry_field_of_any_length_is_ignored(server: ScriptedServer
     assert b'"ok"' in reply.body
     last = reply.events()[-1]
     assert last == b"data: [DONE]" if path == "/v1/chat/completions" else b"response.completed" in last
+
+
+# ---------------------------------------------------------------------------- the response cache, in memory
+
+
+def test_memory_cache_is_bounded_in_bytes(server: ScriptedServer, tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[providers.up]\napi_base = "{server.base}"\n\n[routes.cached]\ntargets = ["up/a"]\ncache_ttl_s = 60\n'
+    )
+    state = MemoryState(max_cache_entry_bytes=2_000, max_cache_bytes=3_000)
+    log: list[str] = []
+    gw = Running(Gateway(load_config(str(path)), state, log_stream=Lines(log, lambda line: None)), log).start()
+
+    def ask(prompt: str, size: int, expect: str) -> None:
+        if expect == "miss":  # a hit takes no scripted reply
+            server.script(json_reply({"choices": [{"message": {"role": "assistant", "content": prompt * size}}]}))
+        body = {"model": "cached", "temperature": 0, "messages": [{"role": "user", "content": prompt}]}
+        reply = fetch("POST", gw.url + "/v1/chat/completions", body)
+        assert reply.status == 200
+        assert (prompt, reply.headers["x-llmrelay-cache"]) == (prompt, expect)
+
+    try:
+        for prompt in "abc":  # ~1.2 KB each: 3 KB holds two
+            ask(prompt, 1_200, "miss")
+        ask("c", 1_200, "hit")
+        ask("a", 1_200, "miss")  # the oldest went to make room
+        ask("big", 1_000, "miss")  # 3 KB: larger than an entry may be
+        ask("big", 1_000, "miss")
+        assert len(server.requests) == 6
+    finally:
+        gw.stop()
