@@ -275,3 +275,28 @@ def test_memory_cache_is_bounded_in_bytes(server: ScriptedServer, tmp_path: Path
         assert len(server.requests) == 6
     finally:
         gw.stop()
+
+
+# ---------------------------------------------------------------------------- error bodies stay small
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"input": [{"type": "message", "role": "Q" * 200_000, "content": "x"}]}, "input[0].role"),
+        ({"input": "x", "tool_choice": "Q" * 200_000}, "tool_choice"),
+        ({"input": "x", "previous_response_id": "Q" * 200_000}, "previous_response_id"),
+        ({"input": "x", "Q" * 200_000: 1}, "Q" * 253 + "..."),
+    ],
+)
+def test_an_error_quotes_at_most_a_few_kb_of_what_was_sent(
+    server: ScriptedServer, make_gateway, body: dict[str, Any], param: str
+) -> None:
+    gw = make_gateway(settings="strict_fields = true")
+    reply = create(gw, body)
+    assert reply.status == 400
+    error = reply.error
+    assert error["param"] == param
+    assert "QQQQ" in error["message"] and error["message"].endswith("...")  # it quotes, and is cut
+    assert len(reply.body) < 5_000
+    assert not server.requests
