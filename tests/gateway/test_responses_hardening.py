@@ -23,7 +23,7 @@ def client(gw: Any) -> openai.OpenAI:
 
 
 def final_of(gw: Any, **extra: Any) -> Any:
-    with client(gw).responses.stream(model="up/x", input="Hi", **extra) as stream:
+    with client(gw) as sdk, sdk.responses.stream(model="up/x", input="Hi", **extra) as stream:
         return stream.get_final_response()
 
 
@@ -91,7 +91,7 @@ def test_length_limited_answer_is_incomplete(server: ScriptedServer, make_gatewa
     )
     # As OpenAI's own service: the stream ends with response.incomplete, which the helper's
     # get_final_response() does not take for a final response; every event before it must satisfy the helper.
-    with client(gw).responses.stream(model="up/x", input="Hi", max_output_tokens=2) as stream:
+    with client(gw) as sdk, sdk.responses.stream(model="up/x", input="Hi", max_output_tokens=2) as stream:
         events = list(stream)
     last = events[-1]
     assert last.type == "response.incomplete"
