@@ -1,0 +1,177 @@
+"""What each url of a batch line does, and which provider answers it.
+
+* :class:`Router`: the model of a line picks the provider as the CLI and the gateway do — with ``-p`` or
+  ``--api-base`` every line goes there with its model as written (an llmrelay gateway routes ``provider/model``
+  and route names itself); without them, ``provider/model`` whose prefix is a catalog name goes to that provider
+  (split at the first ``/``), and any other model to the default provider. One ``AsyncClient`` per provider,
+  with ``max_retries=0``: the batch runner makes the retries itself (section 5's set and backoff), because
+  each attempt must pass through the shared limits.
+* :data:`OPERATIONS`: per url, a check of the body (run for every line before any request) and the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from ..client.client import AsyncClient
+    from ..client.router import ProviderClass
+
+__all__ = ["CHAT", "EMBEDDINGS", "OPERATIONS", "RESPONSES", "Operation", "Router", "check_body"]
+
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+RESPONSES = "/v1/responses"
+
+# (answer body, usage dict or None)
+Result = tuple[dict[str, Any], "dict[str, Any] | None"]
+
+
+class Router:
+    """Provider classes and clients for the models of a batch (built once per process or Ray actor)."""
+
+    def __init__(
+        self,
+        provider: str | None = None,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.api_base = api_base
+        self.api_key = api_key
+        self.timeout = timeout
+        self._fixed: ProviderClass | None = None
+        self._classes: dict[str, tuple[ProviderClass, bool]] = {}
+        self._clients: dict[ProviderClass, AsyncClient] = {}
+        self.checked: set[ProviderClass] = set()
+
+    def settings(self) -> dict[str, Any]:
+        """What a Ray actor needs to build the same router."""
+        return {"provider": self.provider, "api_base": self.api_base, "api_key": self.api_key, "timeout": self.timeout}
+
+    def resolve(self, model: str) -> tuple[ProviderClass, str]:
+        """(provider class, model to send) for a line's model; ``ValueError`` for an unknown ``-p`` name."""
+        from ..client.router import resolve_provider
+
+        if self.provider or self.api_base:
+            if self._fixed is None:
+                self._fixed = resolve_provider(self.provider or None, self.api_base)
+            return self._fixed, model
+        prefix, slash, rest = model.partition("/")
+        if slash and prefix:
+            known = self._classes.get(prefix)
+            if known is None:
+                known = self._catalog(prefix)
+                self._classes[prefix] = known
+            cls, found = known
+            if found:
+                return cls, rest
+        if self._fixed is None:
+            self._fixed = resolve_provider(None, None)
+        return self._fixed, model
+
+    @staticmethod
+    def _catalog(name: str) -> tuple[Any, bool]:
+        from ..providers.catalog import get_provider
+
+        try:
+            return get_provider(name), True
+        except ValueError:
+            return None, False
+
+    def check_auth(self, cls: ProviderClass) -> None:
+        """Raise ``MissingAuthError`` (once per provider) when a key is needed and none is set."""
+        if cls in self.checked:
+            return
+        key = self.api_key if (self.provider or self.api_base) else None
+        cls.check_auth(cls.get_api_key(key))
+        self.checked.add(cls)
+
+    def client(self, cls: ProviderClass) -> AsyncClient:
+        client = self._clients.get(cls)
+        if client is None:
+            from ..client.client import AsyncClient
+
+            fixed = bool(self.provider or self.api_base)
+            client = AsyncClient(
+                cls,
+                api_key=self.api_key if fixed else None,
+                api_base=self.api_base if fixed else None,
+                max_retries=0,
+                timeout=self.timeout,
+            )
+            self._clients[cls] = client
+        return client
+
+
+class Operation:
+    """One url: ``check(body)`` → a problem or None; ``call(router, body, headers)`` → (answer body, usage)."""
+
+    def __init__(
+        self,
+        url: str,
+        check: Callable[[dict[str, Any]], str | None],
+        call: Callable[[Router, dict[str, Any], dict[str, str]], Awaitable[Result]] | None,
+    ) -> None:
+        self.url = url
+        self.check = check
+        self.call = call
+
+
+def _check_chat(body: dict[str, Any]) -> str | None:
+    from ..client.convert import chat_call_from_json
+
+    try:
+        chat_call_from_json(body)
+    except InvalidRequestError as error:
+        return f"body: {error.message}"
+    return None
+
+
+async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
+    from ..client.convert import chat_call_from_json
+
+    call = chat_call_from_json(body)
+    cls, model = router.resolve(call.model)
+    completion = await router.client(cls).chat.completions.create(
+        model, call.messages, **call.options, extra_headers=headers
+    )
+    data = completion.to_dict()  # type: ignore[union-attr]  # not streamed: a ChatCompletion
+    return data, data.get("usage")
+
+
+def _refuse(message: str) -> Callable[[dict[str, Any]], str | None]:
+    def check(body: dict[str, Any]) -> str | None:
+        return message
+
+    return check
+
+
+OPERATIONS: dict[str, Operation] = {
+    CHAT: Operation(CHAT, _check_chat, _call_chat),
+    EMBEDDINGS: Operation(
+        EMBEDDINGS,
+        _refuse(f"url {EMBEDDINGS} is not supported by this version of llmrelay batch yet"),
+        None,
+    ),
+    RESPONSES: Operation(
+        RESPONSES,
+        _refuse(
+            f"url {RESPONSES} needs the Responses translator, which this version of llmrelay does not have yet; "
+            f"send these requests as {CHAT} lines"
+        ),
+        None,
+    ),
+}
+
+
+def check_body(url: str, body: dict[str, Any]) -> str | None:
+    """The problem with a line's url and body, or None."""
+    operation = OPERATIONS.get(url)
+    if operation is None:
+        return f"'url' must be one of {', '.join(OPERATIONS)}, not {url!r}"
+    return operation.check(body)
