@@ -4,7 +4,8 @@ output record (SPEC 10.3). Shared by the local backend and the Ray actors."""
 from __future__ import annotations
 
 import asyncio
-import uuid
+import itertools
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -53,8 +54,17 @@ class Done:
         return done
 
 
+# Ids: a random prefix per process and a counter (unique across runs and Ray actors, one syscall per process).
+_PREFIX = os.urandom(8).hex()
+_NUMBERS = itertools.count(1)
+
+
+def new_id(kind: str) -> str:
+    return f"{kind}{_PREFIX}{next(_NUMBERS):08x}"
+
+
 def _record(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> bytes:
-    record = {"id": "batch_req_" + uuid.uuid4().hex, "custom_id": custom_id, "response": response, "error": error}
+    record = {"id": new_id("batch_req_"), "custom_id": custom_id, "response": response, "error": error}
     return orjson.dumps(record) + b"\n"
 
 
@@ -91,7 +101,7 @@ async def run_line(line: Line, router: Router, gate: GateLike, max_attempts: int
     (``sleep`` returns False then) — nothing is written for it and a rerun sends it again."""
     operation = OPERATIONS[line.url]
     assert operation.call is not None  # the check refused urls without a call
-    request_id = "req_" + uuid.uuid4().hex
+    request_id = new_id("req_")
     headers = {"x-request-id": request_id}
     attempt = 0
     while True:

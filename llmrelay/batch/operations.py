@@ -3,9 +3,10 @@
 * :class:`Router`: the model of a line picks the provider as the CLI and the gateway do — with ``-p`` or
   ``--api-base`` every line goes there with its model as written (an llmrelay gateway routes ``provider/model``
   and route names itself); without them, ``provider/model`` whose prefix is a catalog name goes to that provider
-  (split at the first ``/``), and any other model to the default provider. One ``AsyncClient`` per provider,
-  with ``max_retries=0``: the batch runner makes the retries itself (section 5's set and backoff), because
-  each attempt must pass through the shared limits.
+  (split at the first ``/``), and any other model to the default provider. Each attempt is one call of the
+  provider (``create_async_generator``, the path ``AsyncClient`` and the gateway take, over the shared
+  connection pool) without the client's own retry loop: the batch runner retries itself (section 5's set and
+  backoff, :mod:`llmrelay.client.retry`), because each attempt must pass through the shared limits.
 * :data:`OPERATIONS`: per url, a check of the body (run for every line before any request) and the call.
 """
 
@@ -14,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..client.convert import chat_call_from_json, completion_dict
 from ..errors import InvalidRequestError
+from ..responses import Answer
 
 if TYPE_CHECKING:
-    from ..client.client import AsyncClient
     from ..client.router import ProviderClass
 
 __all__ = ["CHAT", "EMBEDDINGS", "OPERATIONS", "RESPONSES", "Operation", "Router", "check_body"]
@@ -46,7 +48,7 @@ class Router:
         self.timeout = timeout
         self._fixed: ProviderClass | None = None
         self._classes: dict[str, tuple[ProviderClass, bool]] = {}
-        self._clients: dict[ProviderClass, AsyncClient] = {}
+        self._options: dict[ProviderClass, dict[str, Any]] = {}
         self.checked: set[ProviderClass] = set()
 
     def settings(self) -> dict[str, Any]:
@@ -91,21 +93,20 @@ class Router:
         cls.check_auth(cls.get_api_key(key))
         self.checked.add(cls)
 
-    def client(self, cls: ProviderClass) -> AsyncClient:
-        client = self._clients.get(cls)
-        if client is None:
-            from ..client.client import AsyncClient
-
-            fixed = bool(self.provider or self.api_base)
-            client = AsyncClient(
-                cls,
-                api_key=self.api_key if fixed else None,
-                api_base=self.api_base if fixed else None,
-                max_retries=0,
-                timeout=self.timeout,
-            )
-            self._clients[cls] = client
-        return client
+    def options(self, cls: ProviderClass) -> dict[str, Any]:
+        """The connection keywords of every call to ``cls`` (only those set, so the class defaults apply)."""
+        options = self._options.get(cls)
+        if options is None:
+            options = {}
+            if self.provider or self.api_base:
+                if self.api_key:
+                    options["api_key"] = self.api_key
+                if self.api_base:
+                    options["api_base"] = self.api_base
+            if self.timeout is not None:
+                options["timeout"] = self.timeout
+            self._options[cls] = options
+        return options
 
 
 class Operation:
@@ -123,8 +124,6 @@ class Operation:
 
 
 def _check_chat(body: dict[str, Any]) -> str | None:
-    from ..client.convert import chat_call_from_json
-
     try:
         chat_call_from_json(body)
     except InvalidRequestError as error:
@@ -133,14 +132,13 @@ def _check_chat(body: dict[str, Any]) -> str | None:
 
 
 async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
-    from ..client.convert import chat_call_from_json
-
     call = chat_call_from_json(body)
     cls, model = router.resolve(call.model)
-    completion = await router.client(cls).chat.completions.create(
-        model, call.messages, **call.options, extra_headers=headers
-    )
-    data = completion.to_dict()  # type: ignore[union-attr]  # not streamed: a ChatCompletion
+    answer = Answer()
+    options = {**call.options, **router.options(cls), "headers": headers}
+    async for item in cls.create_async_generator(model, call.messages, stream=False, **options):
+        answer.add(item)
+    data = completion_dict(answer, model)
     return data, data.get("usage")
 
 
