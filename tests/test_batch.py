@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from batch_support import (
     CHAT,
+    batch_args,
     chat_line,
     clean_env,
     ids_once,
@@ -427,3 +429,35 @@ def test_summary_line_and_exit_0(upstream: BatchUpstream, tmp_path: Path) -> Non
     result = run_batch(source, upstream.base)
     assert result.returncode == 0
     assert result.stderr.splitlines()[-1].startswith("batch done: 3 lines, 3 succeeded, 0 failed, 0 skipped")
+
+
+def test_progress_bar_on_a_terminal(upstream: BatchUpstream, tmp_path: Path) -> None:
+    """stderr on a terminal: a bar (done / total, failed, concurrency, requests/s) redrawn in place."""
+    import pty
+
+    upstream.plan = lambda index, content: Answer(delay=0.05)
+    source = numbered(tmp_path / "tty.jsonl", 40)
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        batch_args(source, upstream.base, "--max-concurrency", "2"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=clean_env(),
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        shown += data
+    os.close(leader)
+    assert process.wait(30) == 0
+    text = shown.decode(errors="replace")
+    assert "40/40" in text and "failed 0" in text and "concurrency 2" in text and "req/s" in text
+    assert "\r" in text  # redrawn in place
+    assert "batch done: 40 lines, 40 succeeded" in text

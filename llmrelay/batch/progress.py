@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,16 @@ __all__ = ["Progress"]
 
 LINE_INTERVAL_S = 10.0
 BAR_INTERVAL_S = 0.25
+
+
+def _size(stream: Any) -> tuple[int, int] | None:
+    """None: let the bar follow the terminal's size; a fixed size when the terminal reports none (a bare pty, on
+    which tqdm would draw nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 100, 24
+    return None if size.columns and size.lines else (100, 24)
 
 
 class Progress:
@@ -55,7 +66,11 @@ class Progress:
             if self._bar is None:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=stats.total, file=self.stream, unit="line", dynamic_ncols=True, leave=True)
+                size = _size(self.stream)
+                shape: dict[str, Any] = (
+                    {"dynamic_ncols": True} if size is None else {"ncols": size[0], "nrows": size[1]}
+                )
+                self._bar = tqdm(total=stats.total, file=self.stream, unit="line", leave=True, **shape)
             bar = self._bar
             bar.n = stats.finished + stats.skipped
             bar.set_postfix_str(
