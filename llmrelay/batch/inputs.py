@@ -32,6 +32,7 @@ __all__ = [
 
 MAX_PROBLEMS = 20
 FIELDS = ("custom_id", "method", "url", "body")
+_FIELD_SET = frozenset(FIELDS)
 RUN = 65536  # hashes sorted per run while checking
 
 BodyCheck = Callable[[str, dict[str, Any]], "str | None"]
@@ -52,13 +53,17 @@ class InputError(Exception):
         super().__init__("\n".join(problems) + tail)
 
 
-@dataclass(frozen=True)
 class Line:
-    number: int
-    custom_id: str
-    url: str
-    body: dict[str, Any]
-    raw: bytes
+    """One checked input line (``raw``: its bytes, as a Ray actor is sent them)."""
+
+    __slots__ = ("body", "custom_id", "number", "raw", "url")
+
+    def __init__(self, number: int, custom_id: str, url: str, body: dict[str, Any], raw: bytes) -> None:
+        self.number = number
+        self.custom_id = custom_id
+        self.url = url
+        self.body = body
+        self.raw = raw
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -82,12 +87,12 @@ def parse_line(number: int, raw: bytes, check_body: BodyCheck) -> Line | str:
         return f"invalid JSON ({str(error).split(':')[0]})"
     if type(data) is not dict:
         return f"a line must be a JSON object, not {type(data).__name__}"
-    for name in FIELDS:
-        if name not in data:
-            return f"missing {name!r}"
-    unknown = [name for name in data if name not in FIELDS]
-    if unknown:
-        return f"unknown field {unknown[0]!r} (a line has {', '.join(FIELDS)})"
+    if data.keys() != _FIELD_SET:
+        for name in FIELDS:
+            if name not in data:
+                return f"missing {name!r}"
+        unknown = next(name for name in data if name not in _FIELD_SET)
+        return f"unknown field {unknown!r} (a line has {', '.join(FIELDS)})"
     custom_id, method, url, body = data["custom_id"], data["method"], data["url"], data["body"]
     if type(custom_id) is not str or not custom_id:
         return f"'custom_id' must be a non-empty string, not {_describe(custom_id)}"
