@@ -214,7 +214,7 @@ def run_ray(settings: Settings, lines: Iterator[Line], progress: Progress) -> bo
         ray.init(
             address=settings.ray_address,
             include_dashboard=False,
-            log_to_driver=True,
+            log_to_driver=False,
             configure_logging=False,
         )
     try:
