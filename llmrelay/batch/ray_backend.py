@@ -137,23 +137,45 @@ def _shards(lines: Iterator[Line], size: int) -> Iterator[list[tuple[int, bytes]
         yield shard
 
 
-async def _drive(settings: Settings, lines: Iterator[Line], progress: Progress, ray: Any) -> bool:
-    from .runner import DRAIN_S
-
-    stats = progress.stats
-    actors_count = settings.ray_actors or DEFAULT_ACTORS
+def _start(settings: Settings, ray: Any) -> tuple[Any, list[Any]]:
+    """The coordinator and the pool of line actors."""
     coordinator = (
         ray.remote(Coordinator)
         .options(num_cpus=0, max_concurrency=100_000)
         .remote(settings.max_concurrency, settings.rpm, settings.tpm)
     )
     actor_class = ray.remote(LineActor).options(num_cpus=ACTOR_CPUS, max_concurrency=100_000)
-    actors = [
-        actor_class.remote(settings.router().settings(), coordinator, settings.max_attempts)
-        for _ in range(actors_count)
-    ]
-    shard_size = max(1, math.ceil(settings.max_concurrency / actors_count))
-    shards = _shards(lines, shard_size)
+    count = settings.ray_actors or DEFAULT_ACTORS
+    router = settings.router().settings()
+    return coordinator, [actor_class.remote(router, coordinator, settings.max_attempts) for _ in range(count)]
+
+
+async def _wait(feeders: list[asyncio.Future[Any]], stop: asyncio.Event, coordinator: Any, actors: list[Any]) -> None:
+    """Until every shard is done, or Ctrl-C: then no new starts, and up to DRAIN_S s for requests in flight."""
+    from .runner import DRAIN_S
+
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        pending: set[asyncio.Future[Any]] = {*feeders, stopper}
+        while not stop.is_set() and not all(task.done() for task in feeders):
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await coordinator.close.remote()
+            await asyncio.gather(*(actor.stop.remote() for actor in actors))
+            await asyncio.wait(feeders, timeout=DRAIN_S)
+    finally:
+        stopper.cancel()
+    for task in feeders:
+        task.cancel()
+    for result in await asyncio.gather(*feeders, return_exceptions=True):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+async def _drive(settings: Settings, lines: Iterator[Line], progress: Progress, ray: Any) -> bool:
+    stats = progress.stats
+    coordinator, actors = _start(settings, ray)
+    shards = _shards(lines, max(1, math.ceil(settings.max_concurrency / len(actors))))
     appender = Appender(settings.output)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,25 +197,16 @@ async def _drive(settings: Settings, lines: Iterator[Line], progress: Progress, 
             progress.concurrency = (await coordinator.state.remote())["concurrency"]
             await asyncio.sleep(1.0)
 
-    feeders = [asyncio.ensure_future(feed(actor)) for actor in actors for _ in range(SHARDS_PER_ACTOR)]
-    watcher = asyncio.ensure_future(watch())
-    ticker = asyncio.ensure_future(progress.run())
-    stopper = asyncio.ensure_future(stop.wait())
+    helpers = [asyncio.ensure_future(watch()), asyncio.ensure_future(progress.run())]
     try:
-        pending: set[asyncio.Future[Any]] = {*feeders, stopper}
-        while not stop.is_set() and not all(task.done() for task in feeders):
-            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            await coordinator.close.remote()
-            await asyncio.gather(*(actor.stop.remote() for actor in actors))
-            await asyncio.wait(feeders, timeout=DRAIN_S)
-        for task in feeders:
-            task.cancel()
-        for result in await asyncio.gather(*feeders, return_exceptions=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                raise result
+        await _wait(
+            [asyncio.ensure_future(feed(actor)) for actor in actors for _ in range(SHARDS_PER_ACTOR)],
+            stop,
+            coordinator,
+            actors,
+        )
     finally:
-        for helper in (watcher, ticker, stopper):
+        for helper in helpers:
             helper.cancel()
         appender.close()
         with contextlib.suppress(NotImplementedError, RuntimeError):
