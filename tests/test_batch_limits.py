@@ -130,6 +130,10 @@ def test_sorted_hashes_membership_and_repeats() -> None:
     hashes.freeze()
     assert len(hashes.runs) == 1 and 9 in hashes and 4 not in hashes and 69999 in hashes
     assert hashes.repeated() == {3}
+    other = SortedHashes()
+    for value in (1, 9, 70001, 150):
+        other.add(value)
+    assert hashes.common(other.freeze()) == {9, 150}
 
 
 def test_duplicates_are_confirmed_on_the_ids_not_only_their_hashes(tmp_path: Path) -> None:
@@ -174,12 +178,11 @@ def test_prepare_keeps_the_first_done_line_per_id_and_drops_the_rest(tmp_path: P
 
     output = tmp_path / "out.jsonl"
     kept = [record("a", 200), record("b", 400)]
-    output.write_bytes(
-        kept[0] + record("c", 502) + kept[1] + record("a", 200) + record("d", None) + b'{"id": "x", "cus'
-    )
+    lines = [kept[0], record("c", 502), kept[1], record("a", 200), record("d", None), record("b", 200)]
+    output.write_bytes(b"".join(lines) + b'{"id": "x", "cus')
     previous = prepare(output)
     assert output.read_bytes() == b"".join(kept)
-    assert previous.status_of("a") is True and previous.status_of("b") is False
+    assert previous.status_of("a") is True and previous.status_of("b") is False  # the first line of b is kept
     assert previous.status_of("c") is None and previous.status_of("d") is None
-    assert previous.torn and previous.dropped == 4
+    assert previous.torn and previous.dropped == 5
     assert list(tmp_path.iterdir()) == [output]  # the temporary file was renamed, nothing left behind

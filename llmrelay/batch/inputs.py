@@ -148,6 +148,24 @@ class SortedHashes:
             previous = value
         return found
 
+    def common(self, other: SortedHashes) -> set[int]:
+        """The hashes in both sets (both frozen): one walk over the two sorted arrays."""
+        found: set[int] = set()
+        if not self.runs or not other.runs:
+            return found
+        mine, theirs = self.runs[0], other.runs[0]
+        i = j = 0
+        while i < len(mine) and j < len(theirs):
+            if mine[i] < theirs[j]:
+                i += 1
+            elif mine[i] > theirs[j]:
+                j += 1
+            else:
+                found.add(mine[i])
+                i += 1
+                j += 1
+        return found
+
     def __contains__(self, value: object) -> bool:
         if not self.runs:
             return False

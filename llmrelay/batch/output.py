@@ -89,7 +89,6 @@ def prepare(path: Path) -> Previous:
     previous = Previous()
     if not path.exists():
         return previous
-    seen = SortedHashes()
     rewrite = False
     for _raw, custom_id, status, complete in _records(path):
         if not complete or custom_id is None:
@@ -99,13 +98,16 @@ def prepare(path: Path) -> Previous:
         if not is_done(status):
             rewrite = True
             continue
-        seen.add(id_hash(custom_id))
         (previous.succeeded if is_success(status) else previous.failed).add(id_hash(custom_id))
-    repeated = seen.freeze().repeated()
-    previous.succeeded.freeze()
-    previous.failed.freeze()
+    succeeded, failed = previous.succeeded.freeze(), previous.failed.freeze()
+    both = succeeded.common(failed)
+    repeated = succeeded.repeated() | failed.repeated() | both
     if rewrite or repeated:
         previous.dropped = _rewrite(path, repeated)
+    if both:  # an id done twice, once well and once not: what counts is the line kept
+        again = prepare(path)
+        again.dropped, again.torn = previous.dropped, previous.torn
+        return again
     return previous
 
 

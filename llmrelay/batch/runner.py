@@ -230,10 +230,9 @@ def _finish(settings: Settings, stats: Stats, interrupted: bool) -> int:
 def run_batch(settings: Settings) -> int:
     """The ``llmrelay batch`` command; returns its exit status (problems with the input raise InputError)."""
     router = settings.router()
-    checked = check(settings, router)
+    total = check(settings, router).lines  # the hashes of the input ids go once checked
     previous = prepare(settings.output)
-    stats = Stats(total=checked.lines)
-    del checked  # the hashes of the input ids are no longer needed
+    stats = Stats(total=total)
     lines = pending_lines(settings, previous, stats)
     progress = Progress(stats, len(previous.succeeded) + len(previous.failed))
     if settings.backend == "ray":
