@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..client.convert import chat_call_from_json, completion_dict
+from ..client.convert import chat_call_from_json, completion_dict, provider_options
 from ..errors import InvalidRequestError
 from ..responses import Answer
 
@@ -123,6 +123,9 @@ class Operation:
         self.call = call
 
 
+_NOT_PARAMETERS = frozenset(("model", "messages", "stream"))
+
+
 def _check_chat(body: dict[str, Any]) -> str | None:
     try:
         chat_call_from_json(body)
@@ -132,11 +135,12 @@ def _check_chat(body: dict[str, Any]) -> str | None:
 
 
 async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
-    call = chat_call_from_json(body)
-    cls, model = router.resolve(call.model)
+    # The body was checked with chat_call_from_json before the run: only its conversion is needed here.
+    params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
+    cls, model = router.resolve(body["model"])
     answer = Answer()
-    options = {**call.options, **router.options(cls), "headers": headers}
-    async for item in cls.create_async_generator(model, call.messages, stream=False, **options):
+    options = {**provider_options(params, known_only=False), **router.options(cls), "headers": headers}
+    async for item in cls.create_async_generator(model, body["messages"], stream=False, **options):
         answer.add(item)
     data = completion_dict(answer, model)
     return data, data.get("usage")
