@@ -32,6 +32,12 @@ RESPONSES = "/v1/responses"
 Result = tuple[dict[str, Any], "dict[str, Any] | None"]
 
 
+def _resolve(provider: str | None, api_base: str | None) -> ProviderClass:
+    from ..client.router import resolve_provider
+
+    return resolve_provider(provider, api_base)
+
+
 class Router:
     """Provider classes and clients for the models of a batch (built once per process or Ray actor)."""
 
@@ -57,11 +63,9 @@ class Router:
 
     def resolve(self, model: str) -> tuple[ProviderClass, str]:
         """(provider class, model to send) for a line's model; ``ValueError`` for an unknown ``-p`` name."""
-        from ..client.router import resolve_provider
-
         if self.provider or self.api_base:
             if self._fixed is None:
-                self._fixed = resolve_provider(self.provider or None, self.api_base)
+                self._fixed = _resolve(self.provider or None, self.api_base)
             return self._fixed, model
         prefix, slash, rest = model.partition("/")
         if slash and prefix:
@@ -73,7 +77,7 @@ class Router:
             if found:
                 return cls, rest
         if self._fixed is None:
-            self._fixed = resolve_provider(None, None)
+            self._fixed = _resolve(None, None)
         return self._fixed, model
 
     @staticmethod
