@@ -121,7 +121,7 @@ def test_bad_input_lists_problems_with_line_numbers_and_sends_nothing(upstream: 
         {**chat_line("s"), "body": {**good["body"], "stream": True}},
         {**chat_line("v"), "body": {"model": "m"}},
         chat_line("ok-1"),
-        {**chat_line("r"), "url": "/v1/responses", "body": {"model": "m", "input": "hi"}},
+        {**chat_line("r"), "url": "/v1/responses", "body": {"model": "m", "input": "hi", "previous_response_id": "x"}},
         {**chat_line("e"), "extra": 1},
     ]
     source = write_input(tmp_path / "bad.jsonl", lines)
@@ -142,7 +142,7 @@ def test_bad_input_lists_problems_with_line_numbers_and_sends_nothing(upstream: 
     assert '"stream": true' in by_line[9]
     assert "'messages' is required" in by_line[10]
     assert "duplicate custom_id 'ok-1' (first on line 1)" in by_line[11]
-    assert "/v1/responses" in by_line[12] and "Responses translator" in by_line[12]
+    assert "'previous_response_id' needs stored responses" in by_line[12]
     assert "unknown field 'extra'" in by_line[13]
     assert upstream.seen == []
     assert not output_of(source).exists()
@@ -197,6 +197,27 @@ def test_output_shapes_and_every_line_answered_once(upstream: BatchUpstream, tmp
     assert down["status_code"] == 502 and down["body"]["error"]["code"] == "upstream_error"
     assert upstream.contents().count("down") == 3  # --max-attempts 3
     assert status_of(by_id["limited"]) == 200 and upstream.contents().count("limited") == 3
+
+
+def test_responses_lines_answer_response_objects(upstream: BatchUpstream, tmp_path: Path) -> None:
+    """``/v1/responses`` lines go through the gateway's Responses translator (SPEC 9.2) to the same chat call."""
+    body = {"model": "m", "instructions": "Be brief.", "input": "Say hi", "max_output_tokens": 20}
+    line = {"custom_id": "r-1", "method": "POST", "url": "/v1/responses", "body": body}
+    bad = {"custom_id": "r-2", "method": "POST", "url": "/v1/responses", "body": {"model": "m", "input": "fail"}}
+    upstream.plan = lambda index, content: Answer(400) if content == "fail" else Answer()
+    source = write_input(tmp_path / "resp.jsonl", [line, bad])
+    result = run_batch(source, upstream.base)
+    assert result.returncode == 1, result.stderr
+    by_id = {record["custom_id"]: record for record in read_output(output_of(source))}
+    response = by_id["r-1"]["response"]
+    assert response["status_code"] == 200
+    answer = response["body"]
+    assert answer["object"] == "response" and answer["status"] == "completed"
+    assert answer["output"][0]["type"] == "message"
+    assert answer["output"][0]["content"][0]["text"] == "echo: Say hi"
+    assert answer["usage"]["input_tokens"] == 3 and answer["usage"]["output_tokens"] == 2
+    assert upstream.seen[0].content == "Say hi" or upstream.seen[1].content == "Say hi"
+    assert by_id["r-2"]["response"]["status_code"] == 400
 
 
 def test_no_http_answer_gives_a_null_response_and_an_error(tmp_path: Path) -> None:

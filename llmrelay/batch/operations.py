@@ -138,16 +138,46 @@ def _check_chat(body: dict[str, Any]) -> str | None:
     return None
 
 
+async def _ask(
+    router: Router, model: str, messages: list[dict[str, Any]], options: dict[str, Any], headers: dict[str, str]
+) -> tuple[Answer, str]:
+    """One non-streamed chat call of the line's provider: (the whole answer, the model sent)."""
+    cls, model = router.resolve(model)
+    answer = Answer()
+    options = {**options, **router.options(cls), "headers": headers}
+    async for item in cls.create_async_generator(model, messages, stream=False, **options):
+        answer.add(item)
+    return answer, model
+
+
 async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
     # The body was checked with chat_call_from_json before the run: only its conversion is needed here.
     params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
-    cls, model = router.resolve(body["model"])
-    answer = Answer()
-    options = {**provider_options(params, known_only=False), **router.options(cls), "headers": headers}
-    async for item in cls.create_async_generator(model, body["messages"], stream=False, **options):
-        answer.add(item)
+    answer, model = await _ask(router, body["model"], body["messages"], provider_options(params, False), headers)
     data = completion_dict(answer, model)
     return data, data.get("usage")
+
+
+def _check_responses(body: dict[str, Any]) -> str | None:
+    from ..server.doors.responses import parse
+
+    if body.get("previous_response_id") is not None:
+        return "body: 'previous_response_id' needs stored responses, which a batch does not keep: put the whole conversation in 'input'"
+    try:
+        parse(body)
+    except InvalidRequestError as error:
+        return f"body: {error.message}"
+    return None
+
+
+async def _call_responses(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
+    """The gateway's Responses translator (SPEC 9.2) around the same chat call: the response object."""
+    from ..server.doors import responses
+
+    request = responses.parse(body)
+    call = request.call
+    answer, model = await _ask(router, call.model, call.messages, call.options, headers)
+    return responses.answer(request, answer, model), answer.usage.to_dict() if answer.usage is not None else None
 
 
 def _refuse(message: str) -> Callable[[dict[str, Any]], str | None]:
@@ -164,14 +194,7 @@ OPERATIONS: dict[str, Operation] = {
         _refuse(f"url {EMBEDDINGS} is not supported by this version of llmrelay batch yet"),
         None,
     ),
-    RESPONSES: Operation(
-        RESPONSES,
-        _refuse(
-            f"url {RESPONSES} needs the Responses translator, which this version of llmrelay does not have yet; "
-            f"send these requests as {CHAT} lines"
-        ),
-        None,
-    ),
+    RESPONSES: Operation(RESPONSES, _check_responses, _call_responses),
 }
 
 
