@@ -34,7 +34,8 @@ def test_two_batches_through_one_gateway_share_its_key_limit(tmp_path: Path) -> 
                     line["body"]["model"] = "up/m"
                 source.write_text("".join(json.dumps(line) + "\n" for line in lines))
             processes = [
-                start_batch(source, gateway.base, "--api-key", KEY, "--max-concurrency", "4") for source in sources
+                start_batch(source, gateway.base, "--api-key", KEY, "--max-concurrency", "4", "--max-attempts", "50")
+                for source in sources
             ]
             for process in processes:
                 _, stderr = process.communicate(timeout=120)
