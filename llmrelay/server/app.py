@@ -18,7 +18,7 @@ from aiohttp import web
 from . import health, playground
 from .accesslog import AccessLog, Entry
 from .config import Config
-from .doors import Door, chat, images, responses
+from .doors import Door, chat, embeddings, images, responses
 from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -91,6 +91,7 @@ class Gateway:
             Endpoint("GET", "/v1/models", chat, self.listing.models),
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
+            Endpoint("POST", "/v1/embeddings", embeddings),
             Endpoint("POST", "/v1/responses", responses),
             Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),
             Endpoint("DELETE", "/v1/responses/{response_id}", responses, responses.delete),
