@@ -113,6 +113,7 @@ class BatchUpstream:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -121,9 +122,34 @@ class BatchUpstream:
         self._ready.set()
         self._loop.run_forever()
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """Answers each input with a 3-float vector (its length, 1, 0); ``fail`` → the plan decides."""
+        body = await request.json()
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        content = "|".join(str(item) for item in inputs)
+        return await self._answer(request, content, lambda: self._vectors(inputs, body), str(body.get("model")))
+
+    @staticmethod
+    def _vectors(inputs: list, body: dict) -> dict:
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(str(item))), 1.0, 0.0]}
+            for i, item in enumerate(inputs)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        }
+
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         content = str(body["messages"][-1]["content"])
+        return await self._answer(request, content, lambda: completion(content), str(body.get("model")))
+
+    async def _answer(
+        self, request: web.Request, content: str, ok: Callable[[], dict], model: str = ""
+    ) -> web.Response:
         with self.lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -133,14 +159,14 @@ class BatchUpstream:
                 time.monotonic(),
                 self.in_flight,
                 request.headers.get("x-request-id"),
-                str(body.get("model")),
+                model,
             )
             self.seen.append(seen)
         try:
             answer = self.plan(seen.index, content)
             if answer.delay:
                 await asyncio.sleep(answer.delay)
-            payload = answer.body or (completion(content) if answer.status == 200 else error_body(answer.status))
+            payload = answer.body or (ok() if answer.status == 200 else error_body(answer.status))
             seen.status = answer.status
             return web.Response(
                 body=json.dumps(payload), status=answer.status, headers=answer.headers, content_type="application/json"

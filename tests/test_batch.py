@@ -220,6 +220,36 @@ def test_responses_lines_answer_response_objects(upstream: BatchUpstream, tmp_pa
     assert by_id["r-2"]["response"]["status_code"] == 400
 
 
+def test_embeddings_lines_answer_embedding_lists(upstream: BatchUpstream, tmp_path: Path) -> None:
+    """``/v1/embeddings`` lines use the providers' embeddings operation (SPEC 9.4), checked as the gateway does."""
+
+    def line(custom_id: str, body: dict) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": body}
+
+    bad = write_input(tmp_path / "bad.jsonl", [line("x", {"model": "e", "input": []})])
+    refused = run_batch(bad, upstream.base)
+    assert refused.returncode == 2 and f"{bad}:1: body: " in refused.stderr and "input" in refused.stderr
+    upstream.plan = lambda index, content: Answer(400) if content == "fail" else Answer()
+    lines = [
+        line("e-1", {"model": "custom/e", "input": "hello"}),
+        line("e-2", {"model": "e", "input": ["a", "bb"], "encoding_format": "base64"}),
+        line("e-3", {"model": "e", "input": "fail"}),
+    ]
+    source = write_input(tmp_path / "emb.jsonl", lines)
+    result = run_batch(source, upstream.base, "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["prompt_tokens"] == 8
+    by_id = {record["custom_id"]: record["response"] for record in read_output(output_of(source))}
+    first = by_id["e-1"]
+    assert first["status_code"] == 200 and first["body"]["object"] == "list"
+    assert first["body"]["data"] == [{"object": "embedding", "index": 0, "embedding": [5.0, 1.0, 0.0]}]
+    second = by_id["e-2"]["body"]["data"]
+    assert [item["index"] for item in second] == [0, 1]
+    assert all(isinstance(item["embedding"], str) for item in second)  # base64 of little-endian float32
+    assert by_id["e-3"]["status_code"] == 400
+    assert sorted(seen.model for seen in upstream.seen) == ["custom/e", "e", "e"]  # --api-base: sent as written
+
+
 def test_no_http_answer_gives_a_null_response_and_an_error(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -180,20 +180,32 @@ async def _call_responses(router: Router, body: dict[str, Any], headers: dict[st
     return responses.answer(request, answer, model), answer.usage.to_dict() if answer.usage is not None else None
 
 
-def _refuse(message: str) -> Callable[[dict[str, Any]], str | None]:
-    def check(body: dict[str, Any]) -> str | None:
-        return message
+def _check_embeddings(body: dict[str, Any]) -> str | None:
+    from ..server.doors.embeddings import parse
 
-    return check
+    try:
+        parse(body)
+    except InvalidRequestError as error:
+        return f"body: {error.message}"
+    return None
+
+
+async def _call_embeddings(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
+    """The embeddings operation of the line's provider (SPEC 9.4), checked as the gateway's door checks it."""
+    from ..server.doors.embeddings import parse
+
+    request = parse(body)
+    cls, model = router.resolve(request.model)
+    options = {**request.options, **router.options(cls), "headers": headers}
+    if "encoding_format" in options:
+        options["encoding_format"] = request.encoding_format  # the provider encodes base64 itself
+    data = await cls.create_embeddings_async(request.input, model, extra_data=request.extra or None, **options)
+    return data, data.get("usage")
 
 
 OPERATIONS: dict[str, Operation] = {
     CHAT: Operation(CHAT, _check_chat, _call_chat),
-    EMBEDDINGS: Operation(
-        EMBEDDINGS,
-        _refuse(f"url {EMBEDDINGS} is not supported by this version of llmrelay batch yet"),
-        None,
-    ),
+    EMBEDDINGS: Operation(EMBEDDINGS, _check_embeddings, _call_embeddings),
     RESPONSES: Operation(RESPONSES, _check_responses, _call_responses),
 }
 
