@@ -44,7 +44,8 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
         help="run an OpenAI batch file (JSONL) against any provider; resumable",
         description="Send every request of an OpenAI batch input file (one JSON object a line: custom_id, "
-        "method POST, url /v1/chat/completions, body) and write one result a line to OUTPUT, in completion "
+        "method POST, url /v1/chat/completions, /v1/responses or /v1/embeddings, body) and write one result a "
+        "line to OUTPUT, in completion "
         "order. The whole file is checked first. Running the same command again continues an interrupted run: "
         "finished lines are kept, failed-but-retryable ones are sent again. Concurrency adapts to rate limits "
         "(starts at 4, grows, halves on 429/503; Retry-After pauses every start). Exit 0: every line "
