@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from ..exchange import Exchange
-    from ..pipeline import Pipeline
+    from ..pipeline import Finished, Pipeline
 
 __all__ = ["answer", "delete", "error_body", "handle", "input_items", "parse", "renderer", "retrieve"]
 
@@ -71,9 +71,17 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
             )
         history = conversation(stored)
         with_history(req, history)
-    if not req.store:
-        return await pipeline.chat(x, sys.modules[__name__], req)
-    scope = _scope(x)
+    try:
+        return await pipeline.chat(
+            x, sys.modules[__name__], req, _keeper(pipeline, x, req, history) if req.store else None
+        )
+    finally:
+        req.renderer = None  # the renderer refers to req: no cycle left for the GC
+
+
+def _keeper(pipeline: Pipeline, x: Exchange, req: ResponsesRequest, history: list[dict[str, Any]]) -> Finished:
+    """What stores the response once it is complete (``store``, SPEC 9.2.5)."""
+    scope, settings = _scope(x), x.settings
 
     async def keep(whole: Answer, model: str) -> None:
         final = req.renderer.final if req.renderer is not None else req.result
@@ -81,7 +89,7 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
             value = record(req, final, history)
             await pipeline.state.response_put(scope, req.id, value, settings.responses_ttl_s, settings.responses_max)
 
-    return await pipeline.chat(x, sys.modules[__name__], req, keep)
+    return keep
 
 
 def _not_found(response_id: str) -> GatewayError:
