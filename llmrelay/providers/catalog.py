@@ -153,6 +153,7 @@ class OpenRouter(CatalogProvider):
 
 class Together(CatalogProvider):
     label = "Together"
+    accepts_reasoning_effort = False
     api_base = "https://api.together.xyz/v1"
     api_key_env = "TOGETHER_API_KEY"
     needs_auth = True
@@ -163,6 +164,7 @@ class Together(CatalogProvider):
 
 class DeepInfra(CatalogProvider):
     label = "DeepInfra"
+    accepts_reasoning_effort = False
     api_base = "https://api.deepinfra.com/v1/openai"
     api_key_env = "DEEPINFRA_API_KEY"
     needs_auth = True
@@ -174,6 +176,7 @@ class Mistral(CatalogProvider):
     (usage comes in the last chunk anyway)."""
 
     label = "Mistral"
+    accepts_reasoning_effort = False
     api_base = "https://api.mistral.ai/v1"
     api_key_env = "MISTRAL_API_KEY"
     needs_auth = True
@@ -185,6 +188,7 @@ class Mistral(CatalogProvider):
 
 class DeepSeek(CatalogProvider):
     label = "DeepSeek"
+    accepts_reasoning_effort = False
     api_base = "https://api.deepseek.com"
     api_key_env = "DEEPSEEK_API_KEY"
     needs_auth = True
@@ -211,6 +215,7 @@ class Gemini(CatalogProvider):
 
 class Nvidia(CatalogProvider):
     label = "Nvidia"
+    accepts_reasoning_effort = False
     api_base = "https://integrate.api.nvidia.com/v1"
     api_key_env = "NVIDIA_API_KEY"
     needs_auth = True

@@ -1,7 +1,7 @@
 """The gateway's HTTP face (SPEC 8.3-8.9, 9.1): the route table, the middlewares, the aiohttp application.
 
-Every request goes: middleware (:class:`~llmrelay.server.exchange.Exchange`, access log, metrics, 499 on hang-up,
-errors → the door's error body) → auth middleware (the gateway key) → the endpoint's handler: a door
+Every request goes: the middleware (:class:`~llmrelay.server.exchange.Exchange`, the gateway key, access log,
+metrics, 499 on hang-up, errors → the door's error body) → the endpoint's handler: a door
 (:mod:`llmrelay.server.doors`) over the door-neutral :class:`~llmrelay.server.pipeline.Pipeline`.
 """
 
@@ -17,7 +17,7 @@ from aiohttp import web
 
 from . import health, playground
 from .accesslog import AccessLog, Entry
-from .config import Config
+from .config import Config, GatewayKey
 from .doors import Door, chat, embeddings, images, responses
 from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
@@ -120,7 +120,7 @@ class Gateway:
     # ------------------------------------------------------------------------ application
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange, self._auth])
+        app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange])
         for endpoint in self.endpoints:
             handler = endpoint.plain or self._handler(endpoint)
             for method in (endpoint.method, "HEAD") if endpoint.method == "GET" else (endpoint.method,):
@@ -148,7 +148,8 @@ class Gateway:
 
     @web.middleware
     async def _exchange(self, request: web.Request, handler: Plain) -> web.StreamResponse:
-        """The request's :class:`Exchange` and log entry; errors → the door's error body; 499 on hang-up."""
+        """The request's :class:`Exchange` and log entry, the caller's gateway key (one middleware: every layer
+        costs on each resumption of a stream); errors → the door's error body; 499 on hang-up."""
         endpoint = self._rows.get(request.match_info.route)
         if endpoint is not None and endpoint.plain is not None:
             return await handler(request)
@@ -156,6 +157,11 @@ class Gateway:
         x = Exchange(request, self._begin(request), door, self.config.server, self.max_body)
         request[EXCHANGE] = x
         try:
+            if "websocket" in request.headers.get("Upgrade", "").lower():
+                raise GatewayError(405, "method_not_allowed", "WebSocket is not served here: send plain HTTP requests")
+            if endpoint is not None and endpoint.auth and self.keys:
+                x.key = self._key(request)
+                x.entry.key = x.key.name
             return await handler(request)
         except web.HTTPMethodNotAllowed as error:
             return x.error(self._not_allowed(request, sorted(error.allowed_methods)))
@@ -167,28 +173,26 @@ class Gateway:
         except Exception as error:
             return x.error(error)
         finally:
-            await self.pipeline.release(x)
+            del request[EXCHANGE]  # the request and its Exchange refer to each other: no cycle left for the GC
+            if x.slot is not None:
+                await self.pipeline.release(x)
             self._end(x.entry)
 
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Plain) -> web.StreamResponse:
-        """The caller's gateway key (SPEC 8.2), on every endpoint that asks for one."""
-        endpoint = self._rows.get(request.match_info.route)
-        if endpoint is not None and endpoint.auth and endpoint.plain is None and self.keys:
-            x: Exchange = request[EXCHANGE]
-            token = bearer(request.headers.get("Authorization"))
-            key = self.keys.find(token) if token else None
-            if key is None:
-                raise GatewayError(
-                    401,
-                    "invalid_api_key",
-                    "no gateway key given: send 'Authorization: Bearer <key>'"
-                    if token is None
-                    else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
-                )
-            x.entry.key = key.name
-            x.key = key
-        return await handler(request)
+    def _key(self, request: web.Request) -> GatewayKey:
+        """``Authorization: Bearer`` (any case) or ``x-api-key`` (9.1.2): the first valid one, Authorization first."""
+        given = [bearer(request.headers.get("Authorization")), request.headers.get("x-api-key", "").strip() or None]
+        tokens = [token for token in given if token]
+        for token in tokens:
+            key = self.keys.find(token)
+            if key is not None:
+                return key
+        raise GatewayError(
+            401,
+            "invalid_api_key",
+            "no gateway key given: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            if not tokens
+            else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
+        )
 
     def _begin(self, request: web.Request) -> Entry:
         self.inflight += 1

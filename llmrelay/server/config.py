@@ -90,6 +90,7 @@ class Route:
     cache_ttl_s: float = 0.0
     cache_shared: bool = False
     retries: int = 0  # a target failing with a retryable error before output is tried again this many times
+    max_tokens_cap: int | None = None  # SPEC 9.1.7: larger max_tokens are lowered to this
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Config:
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # timeout / total_timeout per provider
     routes: dict[str, Route] = field(default_factory=dict)
     keys: list[GatewayKey] = field(default_factory=list)
+    aliases: tuple[tuple[str, str], ...] = ()  # SPEC 9.1.6: (name or glob, route or provider/model), in file order
 
     def provider(self, name: str) -> ProviderClass | None:
         """A served provider, else any catalog provider by name (None when unknown)."""
@@ -247,6 +249,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
     providers = top.get("providers", dict, {})
     routes = top.get("routes", dict, {})
     keys = top.get("keys", list, [])
+    aliases = top.get("aliases", dict, {})
     top.finish()
 
     config.server = _server_settings(_Reader(label, "server", server))
@@ -268,6 +271,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
         if not isinstance(table, dict):
             raise top.error(f"routes.{name}", "must be a table ([routes.NAME])")
         config.routes[name] = _route(_Reader(label, f"routes.{name}", table), name, config, environ)
+    config.aliases = _aliases(_Reader(label, "aliases", aliases), config)
     names: set[str] = set()
     for number, table in enumerate(keys):
         if not isinstance(table, dict):
@@ -326,13 +330,9 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
     api_base = reader.get("api_base", str)
     key_env = reader.get("api_key_env", str, None, _env_name)
     default_model = reader.get("default_model", str)
-    options = {}
-    timeout = reader.get("timeout", float, None, _positive)
-    total = reader.get("total_timeout", float, None, _positive)
-    if timeout is not None:
-        options["timeout"] = timeout
-    if total is not None:
-        options["total_timeout"] = total
+    options = _timeouts(reader)
+    cap = reader.get("max_tokens_cap", int, None, _positive)
+    effort = reader.get("reasoning_effort", bool)
     headers, secrets = _headers(reader, environ)
     reader.finish()
     try:
@@ -356,12 +356,26 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         attributes["api_key_env"] = f"LLMRELAY_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_API_KEY"
     if default_model is not None:
         attributes["default_model"] = default_model
+    if cap is not None:
+        attributes["max_tokens_cap"] = cap
+    if effort is not None:
+        attributes["accepts_reasoning_effort"] = effort
     if headers:
         attributes["headers"] = {**base.headers, **headers}
         attributes["redacted"] = (*base.redacted, *secrets)
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
+
+
+def _timeouts(reader: _Reader) -> dict[str, Any]:
+    """``timeout`` / ``total_timeout`` of a ``[providers.NAME]`` entry, as request options."""
+    options = {}
+    for name in ("timeout", "total_timeout"):
+        value = reader.get(name, float, None, _positive)
+        if value is not None:
+            options[name] = value
+    return options
 
 
 def _headers(reader: _Reader, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -427,11 +441,32 @@ def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str
         cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
         cache_shared=reader.get("cache_shared", bool, False),
         retries=reader.get("retries", int, 0, _retries),
+        max_tokens_cap=reader.get("max_tokens_cap", int, None, _positive),
     )
     if route.strategy not in STRATEGIES:
         raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")
     reader.finish()
     return route
+
+
+def _aliases(reader: _Reader, config: Config) -> tuple[tuple[str, str], ...]:
+    """``"name or glob" = "route or provider/model"``: each target must be served (a route or a known provider)."""
+    pairs = []
+    for name in reader.table:
+        target = reader.get(name, str)
+        if not name:
+            raise reader.error(name, "an alias needs a name or a glob")
+        split = split_model(target)
+        if target in config.routes or (split is not None and split[1] and config.provider(split[0]) is not None):
+            pairs.append((name, target))
+            continue
+        raise reader.error(
+            name,
+            f"{target!r} is neither a route nor a provider/model of a known provider (routes: "
+            f"{', '.join(config.routes) or 'none'})",
+        )
+    reader.finish()
+    return tuple(pairs)
 
 
 def _gateway_key(reader: _Reader, environ: Mapping[str, str]) -> GatewayKey:

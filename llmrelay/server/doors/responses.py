@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from ..exchange import Exchange
-    from ..pipeline import Pipeline
+    from ..pipeline import Finished, Pipeline
 
 __all__ = ["answer", "delete", "error_body", "handle", "input_items", "parse", "renderer", "retrieve"]
 
@@ -74,9 +74,17 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
         history = conversation(stored)
         _check_size(x, len(stored) + len(orjson.dumps(req.items)))
         with_history(req, history)
-    if not req.store:
-        return await pipeline.chat(x, sys.modules[__name__], req)
-    scope = _scope(x)
+    try:
+        return await pipeline.chat(
+            x, sys.modules[__name__], req, _keeper(pipeline, x, req, history) if req.store else None
+        )
+    finally:
+        req.renderer = None  # the renderer refers to req: no cycle left for the GC
+
+
+def _keeper(pipeline: Pipeline, x: Exchange, req: ResponsesRequest, history: list[dict[str, Any]]) -> Finished:
+    """What stores the response once it is complete (``store``, SPEC 9.2.5)."""
+    scope, settings = _scope(x), x.settings
 
     async def keep(whole: Answer, model: str) -> None:
         final = req.renderer.final if req.renderer is not None else req.result
@@ -86,7 +94,7 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
             ttl = settings.responses_ttl_s
             await pipeline.state.response_put(scope, req.id, value, ttl, settings.responses_max, limit)
 
-    return await pipeline.chat(x, sys.modules[__name__], req, keep)
+    return keep
 
 
 def _check_size(x: Exchange, size: int) -> None:
