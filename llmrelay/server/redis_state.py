@@ -12,7 +12,8 @@ kept in Redis so every replica pointing at the same Redis counts together:
 * cooldowns: a key per target with a PX expiry; failure streaks: a counter per target;
 * the response cache: one key per entry with the route's TTL, entries larger than ``max_cache_entry_bytes``
   are not stored;
-* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound.
+* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound, none larger
+  than ``max_bytes`` (Redis's ``maxmemory`` bounds them all).
 
 Each operation is one round trip: the checks that read and write (admit, add_tokens, failed, slot renewal)
 are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree. A request's
@@ -592,14 +593,18 @@ class RedisState:
 
         return await self._call(shared, lambda: self.inner.response_get(scope, response_id))
 
-    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
-        if ttl_s <= 0:
+    async def response_put(
+        self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int, max_bytes: int | None = None
+    ) -> None:
+        if ttl_s <= 0 or (max_bytes is not None and len(value) > max_bytes):
             return
 
         async def shared() -> None:
             await self._redis.set(self._response_key(scope, response_id), value, px=_ms(ttl_s))
 
-        await self._call(shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries))
+        await self._call(
+            shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries, max_bytes)
+        )
 
     async def response_delete(self, scope: str, response_id: str) -> bool:
         async def shared() -> bool:
