@@ -132,8 +132,9 @@ class Gateway:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange])
         for endpoint in self.endpoints:
-            route = app.router.add_route(endpoint.method, endpoint.path, endpoint.plain or self._handler(endpoint))
-            self._rows[route] = endpoint
+            handler = endpoint.plain or self._handler(endpoint)
+            for method in (endpoint.method, "HEAD") if endpoint.method == "GET" else (endpoint.method,):
+                self._rows[app.router.add_route(method, endpoint.path, handler)] = endpoint  # HEAD: GET's head
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app

@@ -68,6 +68,7 @@ class ServerSettings:
     store_responses: bool = True  # 9.2.5: keep Responses API answers for previous_response_id and GET
     responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
     responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
+    responses_max_mb: float = 256.0  # their bytes in all per process in memory; none larger (also in Redis)
     playground: bool = True  # GET / serves the playground page (SPEC 11)
     max_cooldown_s: float = 300.0  # an upstream Retry-After cools a target (and is forwarded) for at most this long
 
@@ -345,6 +346,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         store_responses=reader.get("store_responses", bool, True),
         responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
         responses_max=reader.get("responses_max", int, 10_000, _positive),
+        responses_max_mb=reader.get("responses_max_mb", float, 256.0, _positive),
         playground=reader.get("playground", bool, True),
         max_cooldown_s=reader.get("max_cooldown_s", float, 300.0, _positive),
     )
