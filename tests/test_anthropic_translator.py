@@ -429,6 +429,11 @@ def test_empty_arguments_are_an_empty_input() -> None:
 # ------------------------------------------------------------------------------ 9.3.3 stream
 
 
+class Problem:
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
 def render(*items: Any, input_tokens: int = 11) -> tuple[bytes, list[bytes]]:
     stream = MessageStream("claude-x", input_tokens, "req-1")
     pieces = [stream.start(items[0])] + [stream.event(item) for item in items[1:]] + [stream.end()]
@@ -473,6 +478,12 @@ def test_stream_reasoning_after_text_opens_a_new_block() -> None:
     assert [block["type"] for block in blocks] == ["text", "thinking", "text"]
 
 
+def test_stream_of_no_event_at_all() -> None:
+    stream = MessageStream("m", 5)
+    events = events_of(stream.start(None) + stream.end())
+    assert check_stream(events) == [] and events[-2][1]["delta"]["stop_reason"] == "end_turn"
+
+
 def test_stream_with_nothing_but_a_finish() -> None:
     events = events_of(render(FinishReason("length"))[0])
     assert check_stream(events) == []
@@ -489,7 +500,7 @@ def test_stream_bad_arguments_raise_before_writing_anything() -> None:
 
 def test_stream_error_event_and_ping() -> None:
     stream = MessageStream("m", 1, "req-9")
-    data = stream.start("x") + stream.error(502, "upstream_error", "the upstream broke off")
+    data = stream.start("x") + stream.error(Problem(502, "upstream_error", "the upstream broke off"))
     events = events_of(data)
     check_stream(events)
     assert events[-1] == (

@@ -56,16 +56,24 @@ class MessagesRequest:
     """A parsed ``/v1/messages`` request: the neutral ``call``, what was dropped (``ignored`` names for the
     header, ``ignored_params`` the field paths for ``strict_fields``), and the chat ``tools`` sent upstream."""
 
-    __slots__ = ("call", "ignored", "ignored_params", "tools")
+    __slots__ = ("call", "ignored", "ignored_params", "input_tokens", "request_id", "tools")
 
     def __init__(self, call: ChatCall, ignored: list[str], ignored_params: list[str], tools: list[Any]) -> None:
         self.call = call
         self.ignored = ignored
         self.ignored_params = ignored_params
         self.tools = tools
+        self.input_tokens: int | None = None  # the count of 9.3.4 once known (exact or estimated)
+        self.request_id: str | None = None  # for the error event of a stream
 
     def estimate_tokens(self) -> int:
         return estimate_tokens(self.call.messages, self.tools)
+
+    def tokens(self) -> int:
+        """The request's input tokens as 9.3.4 counts them: the exact count when one was taken, else the estimate."""
+        if self.input_tokens is None:
+            self.input_tokens = self.estimate_tokens()
+        return self.input_tokens
 
 
 def estimate_tokens(messages: list[dict[str, Any]], tools: list[Any]) -> int:

@@ -185,6 +185,7 @@ class MessageStream:
         self._head = b""  # the text delta's bytes before the text, for the open text block
 
     def start(self, first: Any) -> bytes:
+        """``message_start``, then the first event's bytes (``first`` is ``None`` when the upstream sent none)."""
         message: dict[str, Any] = {
             "id": new_id("msg_"),
             "type": "message",
@@ -200,7 +201,8 @@ class MessageStream:
                 "cache_read_input_tokens": 0,
             },
         }
-        return _event(b"message_start", {"type": "message_start", "message": message}) + self.event(first)
+        head = _event(b"message_start", {"type": "message_start", "message": message})
+        return head if first is None else head + self.event(first)
 
     def _open(self, kind: str, block: dict[str, Any]) -> bytes:
         out = self._close()
@@ -276,6 +278,6 @@ class MessageStream:
         }
         return self._close() + _event(b"message_delta", delta) + _event(b"message_stop", {"type": "message_stop"})
 
-    def error(self, status: int, code: str, message: str) -> bytes:
+    def error(self, problem: Any) -> bytes:
         """The in-band error after output (9.3.3): ``event: error`` with the 9.3.5 body; the stream ends there."""
-        return _event(b"error", error_object(status, message, None, self.request_id))
+        return _event(b"error", error_object(problem.status, problem.message, problem.param, self.request_id))
