@@ -198,6 +198,16 @@ def test_tool_result_with_an_image_keeps_its_parts() -> None:
     ]
 
 
+def test_tool_reference_in_a_tool_result_is_dropped_and_named() -> None:
+    content = [{"type": "tool_reference", "tool_name": "Later"}, {"type": "text", "text": "found"}]
+    result = {"type": "tool_result", "tool_use_id": "t", "content": content}
+    req = parse_request(body(messages=[{"role": "user", "content": [result]}]))
+    assert req.call.messages == [{"role": "tool", "tool_call_id": "t", "content": "found"}]
+    assert req.ignored == ["content:tool_reference"] and req.ignored_params == [
+        "messages[0].content[0].content[0].type"
+    ]
+
+
 def test_document_blocks_and_file_sources_are_refused_as_unsupported() -> None:
     document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
     error = refused(body(messages=[{"role": "user", "content": ["x", document][1:]}]))

@@ -796,6 +796,7 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
 
 
 _FORMATTERS: dict[str, Any] = {}
+_PREFIX_TOKENS: dict[int, int] = {}  # server port -> tokens /extras/tokenize adds to any text (a BOS or none)
 
 
 def chat_formatter(model_path: str | os.PathLike[str]) -> Any:
@@ -916,7 +917,9 @@ class Local(OpenaiTemplate):
             return None
         # /extras/tokenize adds what the vocabulary adds to any text (a BOS for some models); the chat path adds
         # nothing of its own (the template writes it): that prefix is the count of an empty text, taken away.
-        prefix = await cls._tokenize(server, "")
+        prefix = _PREFIX_TOKENS.get(server.port)
+        if prefix is None:
+            prefix = _PREFIX_TOKENS[server.port] = await cls._tokenize(server, "")
         return await cls._tokenize(server, rendered) - prefix
 
     @classmethod

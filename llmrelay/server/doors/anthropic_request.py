@@ -183,6 +183,9 @@ def _parts(blocks: list[Any], where: str, drops: _Drops, allow: tuple[str, ...])
     for index, block in enumerate(blocks):
         at = f"{where}[{index}]"
         kind = _block_type(block, at)
+        if kind == "tool_reference":  # a tool search's pointer to a deferred tool: those are not sent here
+            drops.add(f"content:{kind}", f"{at}.type")
+            continue
         if kind not in allow:
             raise _unsupported(f"{at} of type {kind!r} is not supported here", f"{at}.type")
         drops.unknown_keys(block, _BLOCK_KEYS[kind], at, kind)
