@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Union
 
 __all__ = [
     "Answer",
+    "event_from_cache",
+    "event_to_cache",
     "AudioResponse",
     "FinishReason",
     "ImageResponse",
@@ -24,6 +26,16 @@ __all__ = [
 
 class _Event:
     __slots__: ClassVar[tuple[str, ...]] = ()
+    # How the event is stored in the gateway's response cache: ``[tag, *its cached fields]`` (see event_to_cache).
+    tag: ClassVar[str] = ""
+    cached: ClassVar[tuple[str, ...]] = ()
+
+    def to_cache(self) -> list[Any]:
+        return [self.tag, *[getattr(self, name) for name in self.cached]]
+
+    @classmethod
+    def from_cache(cls, data: list[Any]) -> Any:
+        return cls(*data[1:])
 
     def __str__(self) -> str:
         return ""
@@ -45,6 +57,7 @@ class ProviderInfo(_Event):
     """Who answers: sent once, before the first text, with the model, response id and time the server reports."""
 
     __slots__ = ("created", "id", "model", "name", "system_fingerprint", "url")
+    tag, cached = "i", ("name", "model")
 
     def __init__(
         self,
@@ -62,11 +75,16 @@ class ProviderInfo(_Event):
         self.created = created
         self.system_fingerprint = system_fingerprint
 
+    @classmethod
+    def from_cache(cls, data: list[Any]) -> ProviderInfo:
+        return cls(data[1], data[2], "cache")
+
 
 class Reasoning(_Event):
     """A piece of the model's reasoning text (``reasoning_content`` / ``reasoning``)."""
 
     __slots__ = ("token",)
+    tag, cached = "r", ("token",)
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -80,6 +98,7 @@ class ToolCalls(_Event):
     """
 
     __slots__ = ("calls",)
+    tag, cached = "c", ("calls",)
 
     def __init__(self, calls: list[dict[str, Any]]) -> None:
         self.calls = calls
@@ -89,6 +108,7 @@ class Usage(_Event):
     """Token counts the server reported (the last non-null usage seen; never summed)."""
 
     __slots__ = ("completion_tokens", "details", "prompt_tokens", "total_tokens")
+    tag = "u"
 
     def __init__(
         self,
@@ -118,6 +138,13 @@ class Usage(_Event):
             **self.details,
         }
 
+    def to_cache(self) -> list[Any]:
+        return [self.tag, self.to_dict()]
+
+    @classmethod
+    def from_cache(cls, data: list[Any]) -> Usage:
+        return cls.from_dict(data[1])
+
     def __getattr__(self, name: str) -> Any:
         details = object.__getattribute__(self, "details")
         if name in details:
@@ -129,6 +156,7 @@ class FinishReason(_Event):
     """Why the answer ended (``stop``, ``length``, ``tool_calls``, ``content_filter`` …); always the last event."""
 
     __slots__ = ("reason",)
+    tag, cached = "f", ("reason",)
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -138,6 +166,7 @@ class ImageResponse(_Event):
     """Generated images as URLs or data URIs; ``str()`` is Markdown image links."""
 
     __slots__ = ("alt", "images")
+    tag, cached = "m", ("images", "alt")
 
     def __init__(self, images: list[str] | str, alt: str = "") -> None:
         self.images = [images] if isinstance(images, str) else list(images)
@@ -152,10 +181,33 @@ class AudioResponse(_Event):
     """Generated audio: base64 ``data`` and its ``transcript``."""
 
     __slots__ = ("data", "transcript")
+    tag, cached = "a", ("data", "transcript")
 
     def __init__(self, data: str, transcript: str = "") -> None:
         self.data = data
         self.transcript = transcript
+
+
+_BY_TAG: dict[str, type[_Event]] = {
+    cls.tag: cls for cls in (ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse)
+}
+
+
+def event_to_cache(item: Any) -> list[Any]:
+    """One provider event (``str`` text or an event above) as JSON-able data: ``[tag, *fields]``."""
+    if type(item) is str:
+        return ["t", item]
+    if isinstance(item, _Event):
+        return item.to_cache()
+    return ["t", str(item)]
+
+
+def event_from_cache(data: list[Any]) -> Any:
+    """The event :func:`event_to_cache` stored (a cached ``ProviderInfo`` has the url ``"cache"``)."""
+    tag = data[0]
+    if tag == "t":
+        return data[1]
+    return _BY_TAG.get(tag, ProviderInfo).from_cache(data)
 
 
 ResponseType = Union[ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse]

@@ -1,0 +1,409 @@
+"""The door-neutral pipeline every door uses (SPEC 8.3-8.7, 9.1.1).
+
+resolve the model (8.3) → check the key's ``models`` → admit (limits) → cache → dispatch (order, cooldowns,
+failover, own-credential wording) → account → cache put → release. It knows no API shape: a door hands it a
+:class:`~llmrelay.server.doors.DoorRequest` and renders what comes back (:mod:`llmrelay.server.doors`).
+
+Operations: :meth:`Pipeline.chat` (the chat call, JSON or stream, cached), :meth:`Pipeline.call` (a one-shot
+provider operation: images, embeddings) and :meth:`Pipeline.check` (model resolution and the key's ``models``
+only, for doors that do no chat: count_tokens, ``GET /v1/models/{id}``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from aiohttp import web
+
+from ..client.convert import ChatCall
+from ..client.router import Opened, Skip, first_success, is_retryable, open_events
+from ..errors import MissingAuthError, PaymentRequiredError, RelayError, error_code
+from ..responses import Answer, ProviderInfo, Usage, event_from_cache, event_to_cache
+from .config import Config, GatewayKey, ProviderClass, Route, Target, split_model
+from .doors import ChatDoor, DoorRequest
+from .exchange import Exchange
+from .keys import allowed
+from .metrics import Metrics
+from .problems import GatewayError
+from .state import LimitExceeded, State
+from .stream import StreamWriter
+
+__all__ = ["Finished", "Handler", "Pipeline", "Plan", "chat_handler"]
+
+T = TypeVar("T")
+OWN_KEY = "gateway's own API key"
+# What a chat handler may be told once an answer is complete: (the whole answer, the model that answered).
+Finished = Callable[[Answer, str], Awaitable[None]]
+# A door's handler: what the route table calls once the middleware made the Exchange (and checked the key).
+Handler = Callable[["Pipeline", Exchange], Awaitable[web.StreamResponse]]
+# Call parameters that never change an answer: not part of the cache key (8.7).
+_NOT_CACHED = ("stream_options", "user")
+
+
+class Plan:
+    """Where a requested model goes: its route (``None`` for ``provider/model`` or a bare name) and targets."""
+
+    __slots__ = ("route", "targets")
+
+    def __init__(self, route: Route | None, targets: list[Target]) -> None:
+        self.route = route
+        self.targets = targets
+
+
+def chat_handler(door: ChatDoor) -> Handler:
+    """The handler of a plain chat-like door: read the body, ``door.parse`` it, run :meth:`Pipeline.chat`."""
+
+    async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
+        return await pipeline.chat(x, door, door.parse(await x.body()))
+
+    return handle
+
+
+def _fold(events: list[Any]) -> Answer:
+    answer = Answer()
+    for item in events:
+        answer.add(item)
+    return answer
+
+
+class Pipeline:
+    """The steps every request goes through, shared by all doors; one per gateway process."""
+
+    def __init__(self, config: Config, state: State, metrics: Metrics, writer: StreamWriter) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = metrics
+        self.writer = writer
+        self.busy: dict[str, int] = {}  # in-flight requests per target label (least-busy)
+        self.turns: dict[str, int] = {}  # round-robin turn per route
+        self.default_provider = config.default_provider_name()
+        self._classes: dict[str, ProviderClass] = {}
+
+    # ---------------------------------------------------------------------------- operations
+
+    async def chat(
+        self, x: Exchange, door: ChatDoor, req: DoorRequest, finished: Finished | None = None
+    ) -> web.StreamResponse:
+        """The chat call of ``req`` through every step; answered in ``door``'s shape (JSON, or SSE when
+        ``req.call.stream``). ``finished`` (optional) gets the whole answer once it is complete (not on errors or
+        a caller that hung up)."""
+        call = req.call
+        x.ignored.extend(req.ignored)
+        plan = self.check(x, call.model)
+        await self.admit(x)
+        cache_key = None
+        route = plan.route
+        if route is not None and route.cache_ttl_s > 0:
+            cache_key = self.cache_key(route, call, x.key)
+            # Cache-Control: no-cache asks for a fresh answer (which then replaces the cached one).
+            if "no-cache" not in x.request.headers.get("cache-control", "").lower():
+                cached = await self.state.cache_get(cache_key)
+                if cached is not None:
+                    x.entry.cache = "hit"
+                    self.metrics.cache_result("hit")
+                    return await self._replay(x, door, req, cached, finished)
+            x.entry.cache = "miss"
+            self.metrics.cache_result("miss")
+        if call.stream:
+            return await self._stream(x, door, req, plan, cache_key, finished)
+        return await self._complete(x, door, req, plan, cache_key, finished)
+
+    async def call(
+        self, x: Exchange, model: str, invoke: Callable[[ProviderClass, Target, dict[str, Any]], Awaitable[T]]
+    ) -> tuple[Target, T]:
+        """A one-shot provider operation (images, embeddings): ``invoke(provider class, target, options)`` per
+        target, with the key check, limits, order, cooldowns and failover of a chat call (no cache, no stream).
+        ``options`` are the target provider's configured ``timeout`` / ``total_timeout``."""
+        plan = self.check(x, model)
+        await self.admit(x)
+
+        async def attempt(target: Target) -> tuple[Target, T]:
+            cls = self.provider_class(target.provider)
+            try:
+                return target, await invoke(cls, target, self.provider_options(target.provider, {}))
+            except RelayError as error:
+                self._own_credentials(error, target, cls)
+                raise
+
+        target, result = await self.dispatch(plan.route, plan.targets, attempt)
+        x.entry.provider = target.provider
+        x.entry.model = target.model or None
+        return target, result
+
+    def check(self, x: Exchange, model: str) -> Plan:
+        """Resolve ``model`` (8.3) and check the caller's key may use it (403); fills the log entry's route (and
+        provider/model for a single target). No limits, no upstream call."""
+        route, targets = self.resolve(model)
+        entry = x.entry
+        entry.route = route.name if route is not None else None
+        if route is None:
+            entry.provider, entry.model = targets[0].provider, targets[0].model or None
+        key = x.key
+        if key is not None and key.models is not None:
+            names = (route.name,) if route is not None else (targets[0].label,)
+            if not allowed(key, names):
+                raise GatewayError(
+                    403, "model_not_allowed", f"the key {key.name!r} may not use the model {model!r}", "model"
+                )
+        return Plan(route, targets)
+
+    # --------------------------------------------------------------------------------- steps
+
+    def provider_class(self, name: str) -> ProviderClass:
+        cls = self._classes.get(name)
+        if cls is None:
+            cls = self.config.provider(name)
+            if cls is None:
+                raise GatewayError(
+                    404,
+                    "model_not_found",
+                    f"unknown provider {name!r}: GET /v1/models lists what this gateway serves",
+                    "model",
+                )
+            self._classes[name] = cls
+        return cls
+
+    def resolve(self, model: str) -> tuple[Route | None, list[Target]]:
+        """A route name → its route; ``provider/model`` → that provider; a bare name → the default provider."""
+        route = self.config.routes.get(model)
+        if route is not None:
+            return route, route.targets
+        split = split_model(model)
+        target = Target(*split) if split is not None else Target(self.default_provider, model)
+        self.provider_class(target.provider)
+        return None, [target]
+
+    async def admit(self, x: Exchange) -> None:
+        """Take a place under the key's rpm / tpm / max_concurrent (429); the middleware releases it."""
+        key = x.key
+        if key is None or not key.limited:
+            return
+        try:
+            x.slot = await self.state.admit(key.name, key.rpm, key.tpm, key.max_concurrent)
+        except LimitExceeded as error:
+            retry = str(max(1, math.ceil(error.retry_after)))
+            raise GatewayError(
+                429,
+                "rate_limit_exceeded",
+                f"the key {key.name!r} is over its {error.limit} limit; retry after {retry} s",
+                headers={"Retry-After": retry},
+            ) from None
+
+    async def release(self, x: Exchange) -> None:
+        if x.slot is not None and x.key is not None:
+            slot, x.slot = x.slot, None
+            await self.state.release(x.key.name, slot)
+
+    def cache_key(self, route: Route, call: ChatCall, key: GatewayKey | None) -> str:
+        """The translated call (not a door's body), so that equal questions hit through any door (9.1.1)."""
+        options = {name: value for name, value in call.options.items() if name not in _NOT_CACHED}
+        extra = options.get("extra_data")
+        if extra:
+            options["extra_data"] = {name: value for name, value in extra.items() if name not in _NOT_CACHED}
+        scope = "" if route.cache_shared or key is None else key.name
+        question = orjson.dumps({"m": call.messages, "o": options}, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(b"%s\0%s\0%s" % (route.name.encode(), scope.encode(), question))
+        return "llmrelay:cache:" + digest.hexdigest()
+
+    def provider_options(self, provider: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the provider's configured ``timeout`` / ``total_timeout`` under them."""
+        extra = self.config.provider_options.get(provider)
+        return {**extra, **options} if extra else options
+
+    def target_call(self, target: Target, call: ChatCall) -> tuple[dict[str, Any], list[str]]:
+        """The keywords of ``call`` for one target, and what the target's rules changed (for x-llmrelay-ignored)."""
+        return self.provider_options(target.provider, call.options), []
+
+    def _order(self, route: Route) -> list[Target]:
+        targets = route.targets
+        if route.strategy == "round-robin" and len(targets) > 1:
+            turn = self.turns.get(route.name, 0)
+            self.turns[route.name] = turn + 1
+            start = turn % len(targets)
+            return targets[start:] + targets[:start]
+        if route.strategy == "least-busy" and len(targets) > 1:
+            busy = self.busy
+            return sorted(targets, key=lambda target: busy.get(target.label, 0))
+        return targets
+
+    async def dispatch(
+        self, route: Route | None, targets: list[Target], attempt: Callable[[Target], Awaitable[T]]
+    ) -> T:
+        """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns."""
+        if route is None:
+            try:
+                return await attempt(targets[0])
+            except RelayError as error:
+                self.metrics.upstream_error(targets[0].provider, error_code(error))
+                raise
+        state, metrics = self.state, self.metrics
+
+        async def before_attempt(target: Target) -> None:
+            left = await state.cooling(target.label)
+            if left > 0:
+                metrics.cooldown_skip(target.label)
+                raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
+
+        async def after_error(target: Target, error: BaseException) -> None:
+            if isinstance(error, RelayError):
+                metrics.upstream_error(target.provider, error_code(error))
+            if is_retryable(error):
+                retry_after = getattr(error, "retry_after", None)
+                await state.failed(target.label, route.cooldown_after, route.cooldown_s, retry_after)
+
+        async def on_success(target: Target) -> None:
+            await state.succeeded(target.label)
+
+        return await first_success(
+            self._order(route),
+            attempt,
+            name=lambda target: target.label,
+            fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
+            before_attempt=before_attempt,
+            after_error=after_error,
+            on_success=on_success,
+        )
+
+    def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
+        """Upstream 401/402: the gateway's own upstream key is at fault, never the caller's: say which."""
+        if isinstance(error, (MissingAuthError, PaymentRequiredError)) and OWN_KEY not in error.message:
+            what = "has no credit left for" if isinstance(error, PaymentRequiredError) else "refused"
+            error.message = (
+                f"the upstream {target.provider} {what} the {OWN_KEY} ({cls.get_api_key_env()}); "
+                f"the gateway's operator must fix it: {error.message}"
+            )
+
+    async def account(self, x: Exchange, provider: str, model: str, usage: Usage | None) -> None:
+        """Count the tokens of an answer: the log entry, the metrics, the key's tpm."""
+        if usage is None:
+            return
+        x.entry.tokens = usage.total_tokens
+        self.metrics.add_tokens(provider, model, usage.prompt_tokens, usage.completion_tokens)
+        key = x.key
+        if key is not None and key.tpm is not None:
+            await self.state.add_tokens(key.name, usage.total_tokens)
+
+    async def _cache_put(self, key: str, route: Route, provider: str, notes: list[str], events: list[Any]) -> None:
+        record: dict[str, Any] = {"p": provider, "e": [event_to_cache(item) for item in events]}
+        if notes:
+            record["g"] = notes
+        await self.state.cache_put(key, orjson.dumps(record), route.cache_ttl_s)
+
+    # ----------------------------------------------------------------------------- the chat call
+
+    async def _complete(
+        self,
+        x: Exchange,
+        door: ChatDoor,
+        req: DoorRequest,
+        plan: Plan,
+        cache_key: str | None,
+        finished: Finished | None,
+    ) -> web.StreamResponse:
+        call = req.call
+        keep = cache_key is not None
+
+        async def attempt(target: Target) -> tuple[Target, Answer, list[Any], list[str]]:
+            cls = self.provider_class(target.provider)
+            options, notes = self.target_call(target, call)
+            label = target.label
+            self.busy[label] = self.busy.get(label, 0) + 1
+            answer = Answer()
+            kept: list[Any] = []
+            try:
+                async for item in cls.create_async_generator(target.model, call.messages, stream=False, **options):
+                    answer.add(item)
+                    if keep:
+                        kept.append(item)
+            except RelayError as error:
+                self._own_credentials(error, target, cls)
+                raise
+            finally:
+                self.busy[label] -= 1
+            return target, answer, kept, notes
+
+        target, answer, kept, notes = await self.dispatch(plan.route, plan.targets, attempt)
+        x.ignored.extend(notes)
+        reported = answer.info.model if answer.info is not None and answer.info.model else target.model
+        x.entry.provider, x.entry.model = target.provider, reported
+        await self.account(x, target.provider, reported, answer.usage)
+        response = x.json(door.answer(req, answer, reported or call.model))
+        if cache_key is not None and plan.route is not None:
+            await self._cache_put(cache_key, plan.route, target.provider, notes, kept)
+        if finished is not None:
+            await finished(answer, reported or call.model)
+        return response
+
+    async def _stream(
+        self,
+        x: Exchange,
+        door: ChatDoor,
+        req: DoorRequest,
+        plan: Plan,
+        cache_key: str | None,
+        finished: Finished | None,
+    ) -> web.StreamResponse:
+        call = req.call
+
+        async def attempt(target: Target) -> tuple[Target, Opened, list[str]]:
+            cls = self.provider_class(target.provider)
+            options, notes = self.target_call(target, call)
+            label = target.label
+            self.busy[label] = self.busy.get(label, 0) + 1
+            try:
+                return target, await open_events(cls, target.model, call.messages, options), notes
+            except BaseException as error:
+                self.busy[label] -= 1
+                if isinstance(error, RelayError):
+                    self._own_credentials(error, target, cls)
+                raise
+
+        target, opened, notes = await self.dispatch(plan.route, plan.targets, attempt)
+        x.ignored.extend(notes)
+        try:
+            info = opened.info
+            reported = info.model if info is not None and info.model else target.model
+            x.entry.provider, x.entry.model = target.provider, reported
+            renderer = door.renderer(req, info, reported or call.model)
+            kept: list[Any] | None = None
+            if cache_key is not None or finished is not None:
+                kept = [info] if info is not None else []
+            response, usage = await self.writer.pump(x, opened, renderer, kept)
+            if x.entry.status == 200:
+                await self.account(x, target.provider, reported, usage)
+                if kept is not None and cache_key is not None and plan.route is not None:
+                    await self._cache_put(cache_key, plan.route, target.provider, notes, kept)
+                if kept is not None and finished is not None:
+                    await finished(_fold(kept), reported or call.model)
+            return response
+        finally:
+            self.busy[target.label] -= 1
+            await opened.aclose()
+
+    async def _replay(
+        self, x: Exchange, door: ChatDoor, req: DoorRequest, cached: bytes, finished: Finished | None
+    ) -> web.StreamResponse:
+        call = req.call
+        data = orjson.loads(cached)
+        events = [event_from_cache(item) for item in data["e"]]
+        info = next((item for item in events if isinstance(item, ProviderInfo)), None)
+        x.entry.provider = data["p"]
+        x.entry.model = info.model if info is not None else None
+        x.ignored.extend(data.get("g", ()))
+        model = x.entry.model or call.model
+        response: web.StreamResponse
+        if call.stream:
+            rest = [item for item in events if not isinstance(item, ProviderInfo)]
+            response = await self.writer.replay(x, door.renderer(req, info, model), rest)
+        else:
+            answer = _fold(events)
+            if answer.usage is not None:
+                x.entry.tokens = answer.usage.total_tokens
+            response = x.json(door.answer(req, answer, model))
+        if finished is not None:
+            await finished(_fold(events), model)
+        return response
