@@ -152,6 +152,7 @@ class OpenRouter(CatalogProvider):
 
 class Together(CatalogProvider):
     label = "Together"
+    accepts_reasoning_effort = False
     api_base = "https://api.together.xyz/v1"
     api_key_env = "TOGETHER_API_KEY"
     needs_auth = True
@@ -162,6 +163,7 @@ class Together(CatalogProvider):
 
 class DeepInfra(CatalogProvider):
     label = "DeepInfra"
+    accepts_reasoning_effort = False
     api_base = "https://api.deepinfra.com/v1/openai"
     api_key_env = "DEEPINFRA_API_KEY"
     needs_auth = True
@@ -173,6 +175,7 @@ class Mistral(CatalogProvider):
     (usage comes in the last chunk anyway)."""
 
     label = "Mistral"
+    accepts_reasoning_effort = False
     api_base = "https://api.mistral.ai/v1"
     api_key_env = "MISTRAL_API_KEY"
     needs_auth = True
@@ -183,6 +186,7 @@ class Mistral(CatalogProvider):
 
 class DeepSeek(CatalogProvider):
     label = "DeepSeek"
+    accepts_reasoning_effort = False
     api_base = "https://api.deepseek.com"
     api_key_env = "DEEPSEEK_API_KEY"
     needs_auth = True
@@ -209,6 +213,7 @@ class Gemini(CatalogProvider):
 
 class Nvidia(CatalogProvider):
     label = "Nvidia"
+    accepts_reasoning_effort = False
     api_base = "https://integrate.api.nvidia.com/v1"
     api_key_env = "NVIDIA_API_KEY"
     needs_auth = True

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import importlib.util
 import json
 import os
@@ -288,6 +289,11 @@ def context_length(path: str | os.PathLike[str]) -> int:
     if not isinstance(length, int) or length <= 0:
         return FALLBACK_N_CTX
     return min(length, MAX_N_CTX)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_of(path: str) -> int:
+    return context_length(path)
 
 
 def _cpu_has_amx() -> bool:
@@ -847,6 +853,7 @@ class Local(OpenaiTemplate):
     api_base = ""
     can_generate_images = False
     default_max_tokens = 512  # llama_cpp.server answers 16 tokens without a limit
+    accepts_reasoning_effort = False  # a small model with no reasoning control
     needs_auth = False
     default_model = DEFAULT_ALIAS
     model_aliases: ClassVar[dict[str, str | list[str]]] = {}
@@ -860,6 +867,17 @@ class Local(OpenaiTemplate):
         """Start the embedded server on first use (off the event loop)."""
         if running_server() is None:
             await asyncio.to_thread(get_server)
+
+    @classmethod
+    def get_max_tokens_cap(cls) -> int | None:
+        """``max_tokens_cap``, else the model's context (what the embedded server is started with)."""
+        if cls.max_tokens_cap is not None:
+            return cls.max_tokens_cap
+        server = running_server()
+        try:
+            return _context_of(str(server.model_path if server is not None else find_model_path()))
+        except (RelayError, OSError, ValueError):  # no model: nothing known (the request fails later, saying why)
+            return None
 
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:

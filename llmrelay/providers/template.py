@@ -82,12 +82,21 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
     can_generate_images: ClassVar[bool] = True  # False: a server with no images endpoint (refused before sending)
     default_max_tokens: ClassVar[int | None] = None  # sent when the caller gives no max_tokens (llama.cpp needs one)
+    # What the gateway may send (SPEC 9.1.7, 9.1.8): the largest max_tokens (None: no known cap; see
+    # get_max_tokens_cap) and whether the API takes reasoning_effort (else the gateway drops and names it).
+    max_tokens_cap: ClassVar[int | None] = None
+    accepts_reasoning_effort: ClassVar[bool] = True
 
     # ------------------------------------------------------------ configuration
 
     @classmethod
     async def prepare(cls) -> None:
         """Awaited before every request; a provider that must start something first overrides it."""
+
+    @classmethod
+    def get_max_tokens_cap(cls) -> int | None:
+        """The largest ``max_tokens`` this provider takes: ``max_tokens_cap``, else what the class knows."""
+        return cls.max_tokens_cap
 
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from .accesslog import AccessLog, Entry
-from .config import Config
+from .config import Config, GatewayKey
 from .doors import Door, chat, images
 from .exchange import JSON, Exchange, request_id
 from .keys import KeyRing, bearer
@@ -140,6 +140,8 @@ class Gateway:
         x = Exchange(request, self._begin(request), door, self.config.server, self.max_body)
         request[EXCHANGE] = x
         try:
+            if "websocket" in request.headers.get("Upgrade", "").lower():
+                raise GatewayError(405, "method_not_allowed", "WebSocket is not served here: send plain HTTP requests")
             return await handler(request)
         except web.HTTPMethodNotAllowed as error:
             return x.error(self._not_allowed(request, sorted(error.allowed_methods)))
@@ -160,19 +162,25 @@ class Gateway:
         endpoint = self._rows.get(request.match_info.route)
         if endpoint is not None and endpoint.auth and endpoint.plain is None and self.keys:
             x: Exchange = request[EXCHANGE]
-            token = bearer(request.headers.get("Authorization"))
-            key = self.keys.find(token) if token else None
-            if key is None:
-                raise GatewayError(
-                    401,
-                    "invalid_api_key",
-                    "no gateway key given: send 'Authorization: Bearer <key>'"
-                    if token is None
-                    else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
-                )
-            x.entry.key = key.name
-            x.key = key
+            x.key = self._key(request)
+            x.entry.key = x.key.name
         return await handler(request)
+
+    def _key(self, request: web.Request) -> GatewayKey:
+        """``Authorization: Bearer`` (any case) or ``x-api-key`` (9.1.2): the first valid one, Authorization first."""
+        given = [bearer(request.headers.get("Authorization")), request.headers.get("x-api-key", "").strip() or None]
+        tokens = [token for token in given if token]
+        for token in tokens:
+            key = self.keys.find(token)
+            if key is not None:
+                return key
+        raise GatewayError(
+            401,
+            "invalid_api_key",
+            "no gateway key given: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            if not tokens
+            else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
+        )
 
     def _begin(self, request: web.Request) -> Entry:
         self.inflight += 1

@@ -59,6 +59,7 @@ class ServerSettings:
     keepalive_s: float = 15.0  # `: keep-alive` comment after this long without upstream output
     models_ttl_s: float = 60.0  # how long GET /v1/models answers from its cached listing
     read_timeout_s: float = 30.0  # a caller's request head, and then its body, must arrive within this
+    strict_fields: bool = False  # SPEC 9.1.4: a field a door would drop and name is refused (400) instead
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Route:
     cooldown_s: float = 30.0
     cache_ttl_s: float = 0.0
     cache_shared: bool = False
+    max_tokens_cap: int | None = None  # SPEC 9.1.7: larger max_tokens are lowered to this
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Config:
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # timeout / total_timeout per provider
     routes: dict[str, Route] = field(default_factory=dict)
     keys: list[GatewayKey] = field(default_factory=list)
+    aliases: tuple[tuple[str, str], ...] = ()  # SPEC 9.1.6: (name or glob, route or provider/model), in file order
 
     def provider(self, name: str) -> ProviderClass | None:
         """A served provider, else any catalog provider by name (None when unknown)."""
@@ -233,6 +236,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
     providers = top.get("providers", dict, {})
     routes = top.get("routes", dict, {})
     keys = top.get("keys", list, [])
+    aliases = top.get("aliases", dict, {})
     top.finish()
 
     config.server = _server_settings(_Reader(label, "server", server))
@@ -254,6 +258,7 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
         if not isinstance(table, dict):
             raise top.error(f"routes.{name}", "must be a table ([routes.NAME])")
         config.routes[name] = _route(_Reader(label, f"routes.{name}", table), name, config, environ)
+    config.aliases = _aliases(_Reader(label, "aliases", aliases), config)
     names: set[str] = set()
     for number, table in enumerate(keys):
         if not isinstance(table, dict):
@@ -277,6 +282,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         keepalive_s=reader.get("keepalive_s", float, 15.0, _positive),
         models_ttl_s=reader.get("models_ttl_s", float, 60.0, _not_negative),
         read_timeout_s=reader.get("read_timeout_s", float, 30.0, _positive),
+        strict_fields=reader.get("strict_fields", bool, False),
     )
     reader.finish()
     return settings
@@ -312,6 +318,8 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         options["timeout"] = timeout
     if total is not None:
         options["total_timeout"] = total
+    cap = reader.get("max_tokens_cap", int, None, _positive)
+    effort = reader.get("reasoning_effort", bool)
     reader.finish()
     try:
         base: ProviderClass = get_provider(name)
@@ -334,6 +342,10 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         attributes["api_key_env"] = f"LLMRELAY_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}_API_KEY"
     if default_model is not None:
         attributes["default_model"] = default_model
+    if cap is not None:
+        attributes["max_tokens_cap"] = cap
+    if effort is not None:
+        attributes["accepts_reasoning_effort"] = effort
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
@@ -370,11 +382,32 @@ def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str
         cooldown_s=reader.get("cooldown_s", float, 30.0, _not_negative),
         cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
         cache_shared=reader.get("cache_shared", bool, False),
+        max_tokens_cap=reader.get("max_tokens_cap", int, None, _positive),
     )
     if route.strategy not in STRATEGIES:
         raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")
     reader.finish()
     return route
+
+
+def _aliases(reader: _Reader, config: Config) -> tuple[tuple[str, str], ...]:
+    """``"name or glob" = "route or provider/model"``: each target must be served (a route or a known provider)."""
+    pairs = []
+    for name in reader.table:
+        target = reader.get(name, str)
+        if not name:
+            raise reader.error(name, "an alias needs a name or a glob")
+        split = split_model(target)
+        if target in config.routes or (split is not None and split[1] and config.provider(split[0]) is not None):
+            pairs.append((name, target))
+            continue
+        raise reader.error(
+            name,
+            f"{target!r} is neither a route nor a provider/model of a known provider (routes: "
+            f"{', '.join(config.routes) or 'none'})",
+        )
+    reader.finish()
+    return tuple(pairs)
 
 
 def _gateway_key(reader: _Reader, environ: Mapping[str, str]) -> GatewayKey:

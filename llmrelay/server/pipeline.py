@@ -11,6 +11,8 @@ only, for doors that do no chat: count_tokens, ``GET /v1/models/{id}``).
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -42,6 +44,36 @@ Finished = Callable[[Answer, str], Awaitable[None]]
 Handler = Callable[["Pipeline", Exchange], Awaitable[web.StreamResponse]]
 # Call parameters that never change an answer: not part of the cache key (8.7).
 _NOT_CACHED = ("stream_options", "user")
+# Output limits lowered to a target's cap (9.1.7); all named "max_tokens>N" in x-llmrelay-ignored.
+_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+@functools.lru_cache(maxsize=4096)  # model names come from callers: bounded
+def _alias(aliases: tuple[tuple[str, str], ...], model: str) -> str:
+    """The ``[aliases]`` target of ``model``: the first exact name or glob that matches (9.1.6), else ``model``."""
+    for pattern, target in aliases:
+        if fnmatch.fnmatchcase(model, pattern):
+            return target
+    return model
+
+
+def _over(holder: Any, cap: int) -> dict[str, int]:
+    if not isinstance(holder, dict):
+        return {}
+    return {name: cap for name in _LIMITS if type(holder.get(name)) is int and holder[name] > cap}
+
+
+def _lowered(options: dict[str, Any], cap: int) -> dict[str, Any] | None:
+    """``options`` with every output limit above ``cap`` lowered to it (top level and ``extra_data``); ``None``
+    when none was above."""
+    extra = options.get("extra_data")
+    top, inner = _over(options, cap), _over(extra, cap)
+    if not top and not inner:
+        return None
+    options = {**options, **top}
+    if inner:
+        options["extra_data"] = {**(extra or {}), **inner}
+    return options
 
 
 class Plan:
@@ -92,7 +124,8 @@ class Pipeline:
         ``req.call.stream``). ``finished`` (optional) gets the whole answer once it is complete (not on errors or
         a caller that hung up)."""
         call = req.call
-        x.ignored.extend(req.ignored)
+        if req.ignored:
+            self._ignore(x, req)
         plan = self.check(x, call.model)
         await self.admit(x)
         cache_key = None
@@ -153,6 +186,19 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------- steps
 
+    def _ignore(self, x: Exchange, req: DoorRequest) -> None:
+        """Name what the door dropped (9.1.4), or refuse it when ``[server] strict_fields = true``."""
+        if self.config.server.strict_fields:
+            param = req.ignored_params[0]
+            raise GatewayError(
+                400,
+                "unknown_parameter",
+                f"the field {param!r} is not supported here and this gateway refuses unsupported fields "
+                "([server] strict_fields = true): remove it",
+                param,
+            )
+        x.ignored.extend(req.ignored)
+
     def provider_class(self, name: str) -> ProviderClass:
         cls = self._classes.get(name)
         if cls is None:
@@ -168,7 +214,10 @@ class Pipeline:
         return cls
 
     def resolve(self, model: str) -> tuple[Route | None, list[Target]]:
-        """A route name → its route; ``provider/model`` → that provider; a bare name → the default provider."""
+        """``[aliases]`` first (9.1.6); then a route name → its route; ``provider/model`` → that provider; a bare
+        name → the default provider."""
+        if self.config.aliases:
+            model = _alias(self.config.aliases, model)
         route = self.config.routes.get(model)
         if route is not None:
             return route, route.targets
@@ -214,9 +263,29 @@ class Pipeline:
         extra = self.config.provider_options.get(provider)
         return {**extra, **options} if extra else options
 
-    def target_call(self, target: Target, call: ChatCall) -> tuple[dict[str, Any], list[str]]:
-        """The keywords of ``call`` for one target, and what the target's rules changed (for x-llmrelay-ignored)."""
-        return self.provider_options(target.provider, call.options), []
+    def target_call(self, route: Route | None, target: Target, call: ChatCall) -> tuple[dict[str, Any], list[str]]:
+        """The keywords of ``call`` for one target, and what the target's rules changed (for x-llmrelay-ignored):
+        output limits lowered to the target's cap (9.1.7), ``reasoning_effort`` dropped where the provider does
+        not take it (9.1.8)."""
+        options = call.options
+        notes: list[str] = []
+        if options:
+            cls = self.provider_class(target.provider)
+            cap = self._cap(route, cls)
+            lowered = _lowered(options, cap) if cap is not None else None
+            if lowered is not None:
+                options = lowered
+                notes.append(f"max_tokens>{cap}")
+            if "reasoning_effort" in options and not cls.accepts_reasoning_effort:
+                options = {name: value for name, value in options.items() if name != "reasoning_effort"}
+                notes.append("reasoning_effort")
+        return self.provider_options(target.provider, options), notes
+
+    @staticmethod
+    def _cap(route: Route | None, cls: ProviderClass) -> int | None:
+        """The smaller of the route's ``max_tokens_cap`` and the provider's (configured, else known)."""
+        caps = [cap for cap in (route.max_tokens_cap if route else None, cls.get_max_tokens_cap()) if cap]
+        return min(caps) if caps else None
 
     def _order(self, route: Route) -> list[Target]:
         targets = route.targets
@@ -309,7 +378,7 @@ class Pipeline:
 
         async def attempt(target: Target) -> tuple[Target, Answer, list[Any], list[str]]:
             cls = self.provider_class(target.provider)
-            options, notes = self.target_call(target, call)
+            options, notes = self.target_call(plan.route, target, call)
             label = target.label
             self.busy[label] = self.busy.get(label, 0) + 1
             answer = Answer()
@@ -351,7 +420,7 @@ class Pipeline:
 
         async def attempt(target: Target) -> tuple[Target, Opened, list[str]]:
             cls = self.provider_class(target.provider)
-            options, notes = self.target_call(target, call)
+            options, notes = self.target_call(plan.route, target, call)
             label = target.label
             self.busy[label] = self.busy.get(label, 0) + 1
             try:

@@ -1,6 +1,6 @@
 """Fixtures for the gateway tests: a gateway in front of the scripted server, in this process or as a subprocess.
 
-* ``make_gateway(toml)`` runs :class:`llmrelay.server.app.Gateway` on its own event loop in a thread (port 0),
+* ``make_gateway(toml)`` (``gateway_class=`` for a subclass, e.g. with one more door) runs :class:`llmrelay.server.app.Gateway` on its own event loop in a thread (port 0),
   configured by the TOML text, where ``{upstream}`` stands for the scripted server's base URL. The provider
   ``up`` (and ``up2``) point at the scripted server by default.
 * ``spawn_gateway(toml, *args)`` starts the installed ``llmrelay serve`` command, reads the port from its startup
@@ -50,14 +50,20 @@ def make_gateway(
 ) -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def make(toml: str = "", keepalive: float = 15.0, log_format: str = "text", **environ: str) -> Running:
+    def make(
+        toml: str = "",
+        keepalive: float = 15.0,
+        log_format: str = "text",
+        gateway_class: type[Gateway] = Gateway,
+        **environ: str,
+    ) -> Running:
         for name, value in environ.items():
             monkeypatch.setenv(name, value)
         path = tmp_path / f"gateway{len(running)}.toml"
         path.write_text(render(server, toml, keepalive))
         config = load_config(str(path))
         log: list[str] = []
-        gateway = Gateway(config, log_format=log_format, log_stream=Lines(log, lambda line: None))
+        gateway = gateway_class(config, log_format=log_format, log_stream=Lines(log, lambda line: None))
         instance = Running(gateway, log)
         running.append(instance)
         return instance.start()
