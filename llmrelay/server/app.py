@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey
-from .doors import Door, chat, images
+from .doors import Door, chat, images, messages
 from .exchange import JSON, Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -90,6 +90,8 @@ class Gateway:
             Endpoint("GET", "/v1/models", chat, self.listing.models),
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
+            Endpoint("POST", "/v1/messages", messages),
+            Endpoint("POST", "/v1/messages/count_tokens", messages, messages.count_tokens),
             Endpoint("GET", "/health", chat, plain=self.health),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
         ]

@@ -34,7 +34,7 @@ class Problem:
     """An error to answer with: HTTP ``status``, machine ``code``, ``message`` (says what to fix; never a key),
     ``param`` (the request field at fault, if any), OpenAI ``type`` and extra response ``headers``."""
 
-    __slots__ = ("code", "headers", "message", "param", "status", "type")
+    __slots__ = ("code", "headers", "message", "param", "request_id", "status", "type")
 
     def __init__(
         self,
@@ -48,6 +48,7 @@ class Problem:
         self.status, self.code, self.message, self.param = status, code, message, param
         self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
         self.headers = headers or {}
+        self.request_id: str | None = None  # set when answered: a door whose error body names it (Anthropic's)
 
     def __repr__(self) -> str:
         return f"Problem({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"

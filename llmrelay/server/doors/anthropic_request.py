@@ -17,6 +17,7 @@ import orjson
 
 from ...client.convert import ChatCall, provider_options
 from ...errors import InvalidRequestError
+from . import DoorRequest
 
 __all__ = ["MessagesRequest", "estimate_tokens", "parse_count_request", "parse_request"]
 
@@ -52,16 +53,14 @@ _THINKING_BLOCKS = ("thinking", "redacted_thinking")
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "high", "xhigh": "high"}
 
 
-class MessagesRequest:
+class MessagesRequest(DoorRequest):
     """A parsed ``/v1/messages`` request: the neutral ``call``, what was dropped (``ignored`` names for the
     header, ``ignored_params`` the field paths for ``strict_fields``), and the chat ``tools`` sent upstream."""
 
-    __slots__ = ("call", "ignored", "ignored_params", "input_tokens", "request_id", "tools")
-
-    def __init__(self, call: ChatCall, ignored: list[str], ignored_params: list[str], tools: list[Any]) -> None:
-        self.call = call
-        self.ignored = ignored
-        self.ignored_params = ignored_params
+    def __init__(self, call: ChatCall, drops: _Drops, tools: list[Any]) -> None:
+        super().__init__(call)
+        for name, param in zip(drops.names, drops.params, strict=True):
+            self.drop(name, param)
         self.tools = tools
         self.input_tokens: int | None = None  # the count of 9.3.4 once known (exact or estimated)
         self.request_id: str | None = None  # for the error event of a stream
@@ -469,7 +468,7 @@ def _translate(body: Any, need_max_tokens: bool) -> MessagesRequest:
         options["reasoning_effort"] = effort
     _other_fields(body, drops)
     call = ChatCall(model, messages, bool(stream), False, provider_options(options, known_only=False))
-    return MessagesRequest(call, drops.names, drops.params, tools)
+    return MessagesRequest(call, drops, tools)
 
 
 def parse_request(body: Any) -> MessagesRequest:

@@ -15,6 +15,7 @@ import orjson
 from ...client.convert import new_id
 from ...errors import ResponseError
 from ...responses import Answer, FinishReason, Reasoning, ToolCalls, Usage, finish_reason
+from ..problems import Problem
 
 __all__ = [
     "PING_EVENT",
@@ -278,6 +279,6 @@ class MessageStream:
         }
         return self._close() + _event(b"message_delta", delta) + _event(b"message_stop", {"type": "message_stop"})
 
-    def error(self, problem: Any) -> bytes:
+    def error(self, problem: Problem) -> bytes:
         """The in-band error after output (9.3.3): ``event: error`` with the 9.3.5 body; the stream ends there."""
         return _event(b"error", error_object(problem.status, problem.message, problem.param, self.request_id))
