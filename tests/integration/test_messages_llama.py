@@ -46,7 +46,7 @@ def test_create_and_stream_text(gateway: Running) -> None:
         "max_tokens": 12,
         "system": "You are terse.",
         "messages": [{"role": "user", "content": "Say hello."}],
-        "temperature": 0,
+        "extra_body": {"temperature": 0},
     }
     message = client.messages.create(**params)
     assert message.content[0].type == "text" and message.content[0].text.strip()
@@ -87,7 +87,9 @@ def test_count_tokens_is_exact_for_local(gateway: Running) -> None:
         raw = client.messages.with_raw_response.count_tokens(model="local/smollm2", **conversation)
         assert "x-llmrelay-token-count" not in raw.headers  # exact, not the estimate
         counted = raw.parse().input_tokens
-        answered = client.messages.create(model="local/smollm2", max_tokens=4, temperature=0, **conversation)
+        answered = client.messages.create(
+            model="local/smollm2", max_tokens=4, extra_body={"temperature": 0}, **conversation
+        )
         assert counted == answered.usage.input_tokens
 
 
@@ -109,7 +111,7 @@ def test_forced_tool_use_round_trip(gateway: Running) -> None:
         messages=history,
         tools=[WEATHER],
         tool_choice={"type": "tool", "name": "get_weather"},
-        temperature=0,
+        extra_body={"temperature": 0},
     )
     uses = [block for block in first.content if block.type == "tool_use"]
     assert uses and uses[0].name == "get_weather" and isinstance(uses[0].input, dict)
@@ -118,5 +120,7 @@ def test_forced_tool_use_round_trip(gateway: Running) -> None:
     history.append(
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "Sunny, 21 C"}]}
     )
-    second = client.messages.create(model="small", max_tokens=16, messages=history, tools=[WEATHER], temperature=0)
+    second = client.messages.create(
+        model="small", max_tokens=16, messages=history, tools=[WEATHER], extra_body={"temperature": 0}
+    )
     assert second.content and second.stop_reason in ("end_turn", "max_tokens", "tool_use")
