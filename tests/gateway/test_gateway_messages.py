@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -36,8 +37,21 @@ PIECES = ["Hel", "lo", ", wörld 🚀\n", '"quoted" \\ <b>', " "]
 CHAT = "/v1/chat/completions"
 
 
+_OPEN: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every SDK client a test made is closed after it (its pooled sockets with it)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def client(gw: Any, key: str = KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=20)
+    made = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0, timeout=20)
+    _OPEN.append(made)
+    return made
 
 
 def messages_body(**fields: Any) -> dict[str, Any]:

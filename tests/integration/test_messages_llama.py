@@ -35,8 +35,20 @@ def gateway(tmp_path: Path) -> Iterator[Running]:
         running.stop()
 
 
+_OPEN: list[anthropic.Anthropic] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def sdk(gateway: Running) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key="none", max_retries=0, timeout=120)
+    made = anthropic.Anthropic(base_url=gateway.url, api_key="none", max_retries=0, timeout=120)
+    _OPEN.append(made)
+    return made
 
 
 def test_create_and_stream_text(gateway: Running) -> None:
