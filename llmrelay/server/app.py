@@ -15,9 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from . import playground
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey
-from .doors import Door, chat, images, messages
+from .doors import Door, chat, images, messages, responses
 from .exchange import JSON, Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -92,9 +93,20 @@ class Gateway:
             Endpoint("POST", "/v1/images/generations", images),
             Endpoint("POST", "/v1/messages", messages),
             Endpoint("POST", "/v1/messages/count_tokens", messages, messages.count_tokens),
+            Endpoint("POST", "/v1/responses", responses),
+            Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),
+            Endpoint("DELETE", "/v1/responses/{response_id}", responses, responses.delete),
+            Endpoint("GET", "/v1/responses/{response_id}/input_items", responses, responses.input_items),
             Endpoint("GET", "/health", chat, plain=self.health),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
+            *self._playground(),
         ]
+
+    def _playground(self) -> list[Endpoint]:
+        """``GET /`` and the page's files (SPEC 11), unless ``[server] playground = false``."""
+        if not self.config.server.playground:
+            return []
+        return [Endpoint("GET", path, chat, plain=handler) for path, handler in playground.handlers().items()]
 
     @property
     def default_provider(self) -> str:

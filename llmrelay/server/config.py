@@ -59,7 +59,11 @@ class ServerSettings:
     keepalive_s: float = 15.0  # `: keep-alive` comment after this long without upstream output
     models_ttl_s: float = 60.0  # how long GET /v1/models answers from its cached listing
     read_timeout_s: float = 30.0  # a caller's request head, and then its body, must arrive within this
-    strict_fields: bool = False  # SPEC 9.1.4: a field a door would drop and name is refused (400) instead
+    strict_fields: bool = False  # 9.1.4: a field a door would drop and name is a 400 instead
+    store_responses: bool = True  # 9.2.5: keep Responses API answers for previous_response_id and GET
+    responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
+    responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
+    playground: bool = True  # GET / serves the playground page (SPEC 11)
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,10 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         models_ttl_s=reader.get("models_ttl_s", float, 60.0, _not_negative),
         read_timeout_s=reader.get("read_timeout_s", float, 30.0, _positive),
         strict_fields=reader.get("strict_fields", bool, False),
+        store_responses=reader.get("store_responses", bool, True),
+        responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
+        responses_max=reader.get("responses_max", int, 10_000, _positive),
+        playground=reader.get("playground", bool, True),
     )
     reader.finish()
     return settings

@@ -11,7 +11,8 @@ kept in Redis so every replica pointing at the same Redis counts together:
   stop being counted at most ``slot_ttl_s`` after its last renewal;
 * cooldowns: a key per target with a PX expiry; failure streaks: a counter per target;
 * the response cache: one key per entry with the route's TTL, entries larger than ``max_cache_entry_bytes``
-  are not stored.
+  are not stored;
+* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound.
 
 Each operation is one round trip: the checks that read and write (admit, add_tokens, failed, slot renewal)
 are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree.
@@ -519,6 +520,34 @@ class RedisState:
             await self._redis.set(self._key("cache", key), value, px=_ms(ttl_s))
 
         await self._call(shared, lambda: self.inner.cache_put(key, value, ttl_s))
+
+    # --------------------------------------------------------------------- stored responses
+
+    def _response_key(self, scope: str, response_id: str) -> str:
+        # A response id never holds "/" (the gateway checks it), so scope and id split back unambiguously.
+        return self._key("resp", f"{scope}/{response_id}")
+
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        async def shared() -> bytes | None:
+            value = await self._redis.get(self._response_key(scope, response_id))
+            return value if value is None or isinstance(value, bytes) else value.encode()
+
+        return await self._call(shared, lambda: self.inner.response_get(scope, response_id))
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        if ttl_s <= 0:
+            return
+
+        async def shared() -> None:
+            await self._redis.set(self._response_key(scope, response_id), value, px=_ms(ttl_s))
+
+        await self._call(shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries))
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        async def shared() -> bool:
+            return bool(await self._redis.delete(self._response_key(scope, response_id)))
+
+        return await self._call(shared, lambda: self.inner.response_delete(scope, response_id))
 
     # ----------------------------------------------------------------------------- close
 

@@ -6,7 +6,9 @@ implementation (shared by replicas, SPEC 8.8) implements the same interface with
 * limits are exact sliding windows of 60 s: ``rpm`` counts requests admitted in the last 60 s, ``tpm``
   sums tokens added in the last 60 s; ``retry_after`` is the time until the oldest entry leaves the
   window, rounded up to whole seconds, at least 1;
-* ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings.
+* ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings;
+* stored responses (SPEC 9.2.5) live per ``scope`` (the gateway key's name, ``""`` with no keys configured) and
+  response id, for a TTL; in memory also bounded in number (least recently used first out).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -58,6 +60,15 @@ class State(Protocol):
 
     async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        """A stored response of ``scope``; None when unknown, expired, deleted or another scope's."""
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        """Keep a response for ``ttl_s`` seconds; a process keeps at most ``max_entries`` (Redis: TTL only)."""
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        """Forget a stored response; False when there was none."""
+
     async def close(self) -> None: ...
 
 
@@ -85,6 +96,7 @@ class MemoryState:
         self._cool_until: dict[str, float] = {}
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._max_cache = max_cache_entries
+        self._responses: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
         self._slot_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- key limits
@@ -184,5 +196,32 @@ class MemoryState:
                 del self._cache[next(iter(self._cache))]
         self._cache[key] = (self._clock() + ttl_s, value)
 
+    # --------------------------------------------------------------- stored responses
+
+    async def response_get(self, scope: str, response_id: str) -> bytes | None:
+        name = (scope, response_id)
+        entry = self._responses.get(name)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._responses[name]
+            return None
+        self._responses.move_to_end(name)
+        return entry[1]
+
+    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
+        if ttl_s <= 0 or max_entries <= 0:
+            return
+        responses = self._responses
+        responses[(scope, response_id)] = (self._clock() + ttl_s, value)
+        responses.move_to_end((scope, response_id))
+        while len(responses) > max_entries:
+            responses.popitem(last=False)
+
+    async def response_delete(self, scope: str, response_id: str) -> bool:
+        entry = self._responses.pop((scope, response_id), None)
+        return entry is not None and entry[0] > self._clock()
+
     async def close(self) -> None:
         self._cache.clear()
+        self._responses.clear()

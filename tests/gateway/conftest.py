@@ -27,7 +27,7 @@ BASE_CONFIG = """
 [server]
 keepalive_s = {keepalive}
 read_timeout_s = {read_timeout}
-
+{server}
 [providers.up]
 api_base = "{upstream}"
 default_model = "test-model"
@@ -38,8 +38,11 @@ default_model = "test-model"
 """
 
 
-def render(server: ScriptedServer, toml: str, keepalive: float = 15.0, read_timeout: float = 30.0) -> str:
-    text = BASE_CONFIG + toml
+def render(
+    server: ScriptedServer, toml: str, keepalive: float = 15.0, read_timeout: float = 30.0, settings: str = ""
+) -> str:
+    """The test configuration: ``settings`` are more ``[server]`` lines."""
+    text = BASE_CONFIG.replace("{server}", settings) + toml
     text = text.replace("{upstream}", server.base).replace("{keepalive}", repr(keepalive))
     return text.replace("{read_timeout}", repr(read_timeout))
 
@@ -54,13 +57,14 @@ def make_gateway(
         toml: str = "",
         keepalive: float = 15.0,
         log_format: str = "text",
+        settings: str = "",
         gateway_class: type[Gateway] = Gateway,
         **environ: str,
     ) -> Running:
         for name, value in environ.items():
             monkeypatch.setenv(name, value)
         path = tmp_path / f"gateway{len(running)}.toml"
-        path.write_text(render(server, toml, keepalive))
+        path.write_text(render(server, toml, keepalive, settings=settings))
         config = load_config(str(path))
         log: list[str] = []
         gateway = gateway_class(config, log_format=log_format, log_stream=Lines(log, lambda line: None))
