@@ -11,6 +11,7 @@ from anthropic_support import block_texts, check_stream, events_of
 
 from llmrelay.errors import InvalidRequestError, ResponseError, http_status
 from llmrelay.responses import Answer, FinishReason, ProviderInfo, Reasoning, ToolCalls, Usage
+from llmrelay.server.doors import messages
 from llmrelay.server.doors.anthropic_request import estimate_tokens, parse_count_request, parse_request
 from llmrelay.server.doors.anthropic_response import (
     PING_EVENT,
@@ -19,6 +20,7 @@ from llmrelay.server.doors.anthropic_response import (
     message_object,
     tool_id,
 )
+from llmrelay.server.problems import Problem
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -439,11 +441,6 @@ def test_empty_arguments_are_an_empty_input() -> None:
 # ------------------------------------------------------------------------------ 9.3.3 stream
 
 
-class Problem:
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
-        self.status, self.code, self.message, self.param = status, code, message, param
-
-
 def render(*items: Any, input_tokens: int = 11) -> tuple[bytes, list[bytes]]:
     stream = MessageStream("claude-x", input_tokens, "req-1")
     pieces = [stream.start(items[0])] + [stream.event(item) for item in items[1:]] + [stream.end()]
@@ -559,3 +556,21 @@ def test_error_message_names_the_field() -> None:
         "must be an integer (field: max_tokens)"
     )
     assert error_object(400, "'max_tokens' is required", "max_tokens")["error"]["message"] == "'max_tokens' is required"
+
+
+def test_door_error_body_carries_the_request_id_the_exchange_set() -> None:
+    problem = Problem(429, "rate_limit_exceeded", "slow down", headers={"Retry-After": "3"})
+    problem.request_id = "req-7"
+    assert messages.error_body(problem) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "slow down"},
+        "request_id": "req-7",
+    }
+
+
+def test_door_answer_and_renderer_use_the_request_count() -> None:
+    req = messages.parse(body())
+    req.input_tokens = 77
+    assert messages.answer(req, answer_of("x"), "m")["usage"]["input_tokens"] == 77
+    renderer = messages.renderer(req, None, "m")
+    assert events_of(renderer.start("x"))[0][1]["message"]["usage"]["input_tokens"] == 77
