@@ -57,8 +57,10 @@ __all__ = [
     "StreamTimeoutError",
     "TimeoutError",
     "UnsupportedParameterError",
+    "ERROR_CODES",
     "error_code",
     "http_status",
+    "table_code",
 ]
 
 
@@ -259,6 +261,8 @@ _HTTP_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (RelayError, 502, "upstream_error"),
 )
 _KEEP_CODE = (BadRequestError, ModelNotFoundError)  # the upstream's own code is passed on for these
+ERROR_CODES = frozenset((*(code for _, _, code in _HTTP_TABLE), "internal_error"))
+"""Every code :func:`table_code` gives: a fixed set (for metric labels, which an upstream must not choose)."""
 
 
 def _row(error: BaseException) -> tuple[int, str]:
@@ -273,6 +277,11 @@ def _row(error: BaseException) -> tuple[int, str]:
 def http_status(error: BaseException) -> int:
     """The HTTP status a gateway answers with for an error raised while serving a request (SPEC 8.4)."""
     return _row(error)[0]
+
+
+def table_code(error: BaseException) -> str:
+    """The code of the error's row in the gateway's table (one of :data:`ERROR_CODES`), never the upstream's own."""
+    return _row(error)[1]
 
 
 def error_code(error: BaseException) -> str:

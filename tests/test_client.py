@@ -412,7 +412,7 @@ def test_unknown_parameter_is_a_type_error_and_n_is_refused(server: ScriptedServ
     with ours(server) as client:
         with pytest.raises(TypeError, match="not_a_param"):
             client.chat.completions.create(model="m", messages=MESSAGES, not_a_param=1)
-        with pytest.raises(ValueError, match="n > 1"):
+        with pytest.raises(ValueError, match="n must be 1, not 2"):
             client.chat.completions.create(model="m", messages=MESSAGES, n=2)
     assert server.requests == []
 

@@ -29,6 +29,7 @@ __all__ = [
     "chunk_dict",
     "completion_dict",
     "message_dict",
+    "model_choosing_fields",
     "new_id",
     "provider_options",
     "tool_call_dicts",
@@ -62,8 +63,12 @@ _PARAMETER_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "user": ((str,), "a string"),
     "reasoning_effort": ((str,), "a string"),
 }
-# Request fields that are not provider parameters.
-_NOT_PARAMETERS = ("model", "messages", "stream")
+# Fields the gateway sets itself from what it checked (the authorised model and messages, its own streaming and usage
+# request, one choice): a caller's pass-through field (``extra_body`` or an unknown field) can never replace them.
+RESERVED_FIELDS = ("model", "messages", "stream", "stream_options", "n")
+# Fields with which an upstream chooses another model than the one named (OpenRouter's fallback list and its
+# routing mode): a key limited to some models may not send them (the gateway checks them, SPEC 8.2 ``models``).
+MODEL_CHOOSING_FIELDS = ("models", "route")
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:
@@ -97,8 +102,11 @@ def chat_call_from_json(body: Any) -> ChatCall:
     """An OpenAI ``/v1/chat/completions`` request body as a provider call.
 
     Raises :class:`~llmrelay.errors.InvalidRequestError` (``param`` names the field) for a body that is not an
-    object, a missing ``model`` or ``messages``, and parameters of the wrong JSON type. Fields this module does not
-    know are passed on to the provider as they are (``extra_data``): never dropped.
+    object, a missing ``model`` or ``messages``, parameters of the wrong JSON type, ``n`` other than 1, and an
+    ``extra_body`` that is not an object or that names a field of :data:`RESERVED_FIELDS`. Fields this module does
+    not know are passed on to the provider as they are (``extra_data``): never dropped. ``extra_body``'s fields are
+    merged over the body's (as the OpenAI SDKs do before sending); ``stream_options`` only says whether the caller
+    wants the usage chunk (the gateway always asks the upstream for usage, which its ``tpm`` limits count).
     """
     if type(body) is not dict:
         raise _invalid("the request body must be a JSON object", None, "invalid_json")
@@ -111,27 +119,66 @@ def chat_call_from_json(body: Any) -> ChatCall:
     for index, message in enumerate(messages):
         if type(message) is not dict or type(message.get("role")) is not str:
             raise _invalid(f"messages[{index}] must be an object with a string 'role'", f"messages[{index}]")
-    for name, value in body.items():
+    _check_types(body, "")
+    extra_body = body.get("extra_body")
+    if extra_body is not None:
+        if type(extra_body) is not dict:
+            raise _invalid(
+                f"'extra_body' must be an object of extra body fields, not {_json_type(extra_body)}", "extra_body"
+            )
+        for name in (*RESERVED_FIELDS, "extra_body"):
+            if name in extra_body:
+                raise _invalid(
+                    f"'extra_body' may not set {name!r}: the gateway sends the {name} it checked; "
+                    f"give {name!r} at the top level of the body",
+                    f"extra_body.{name}",
+                )
+        _check_types(extra_body, "extra_body.")
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _invalid(f"'n' must be 1, not {n}: one choice is answered; make several requests for more", "n")
+    stream_options = body.get("stream_options")
+    include_usage = bool(stream_options.get("include_usage")) if type(stream_options) is dict else False
+    params = {name: value for name, value in body.items() if name not in RESERVED_FIELDS and name != "extra_body"}
+    if extra_body:
+        params.update(extra_body)
+    options = provider_options(params, known_only=False)
+    overriding = [name for name in RESERVED_FIELDS if name in options.get("extra_data", ())]
+    if overriding:  # every path above refuses these first; this is the last word on what reaches the upstream
+        raise _invalid(f"the body may not set {overriding[0]!r} outside its own field", overriding[0])
+    return ChatCall(model, messages, body.get("stream") is True, include_usage, options)
+
+
+def _json_type(value: Any) -> str:
+    return {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), "null")
+
+
+def _check_types(fields: dict[str, Any], prefix: str) -> None:
+    """The JSON type of every parameter :data:`_PARAMETER_TYPES` names; ``param`` is ``prefix + name``."""
+    for name, value in fields.items():
         expected = _PARAMETER_TYPES.get(name)
         if expected is None or value is None:
             continue
         types, what = expected
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            raise _invalid(f"'{name}' must be {what}, not {type(value).__name__}", name)
+            raise _invalid(f"'{prefix}{name}' must be {what}, not {_json_type(value)}", prefix + name)
         if type(value) is float and not math.isfinite(value):
-            raise _invalid(f"'{name}' must be a finite number", name)
-    stop = body.get("stop")
-    if type(stop) is list and not all(type(item) is str for item in stop):
-        raise _invalid("'stop' must be a string or a list of strings", "stop")
-    stream = bool(body.get("stream"))
-    stream_options = body.get("stream_options")
-    include_usage = bool(stream_options.get("include_usage")) if type(stream_options) is dict else False
-    params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
-    try:
-        options = provider_options(params, known_only=False)
-    except ValueError as error:
-        raise _invalid(str(error), "n") from None
-    return ChatCall(model, messages, stream, include_usage, options)
+            raise _invalid(f"'{prefix}{name}' must be a finite number", prefix + name)
+        if name == "stop" and type(value) is list and not all(type(item) is str for item in value):
+            raise _invalid(f"'{prefix}stop' must be a string or a list of strings", prefix + name)
+
+
+def model_choosing_fields(options: Mapping[str, Any]) -> list[str]:
+    """The :data:`MODEL_CHOOSING_FIELDS` a call's provider options carry (as keywords or in ``extra_data``)."""
+    extra = options.get("extra_data") or {}
+    return [name for name in MODEL_CHOOSING_FIELDS if options.get(name) is not None or extra.get(name) is not None]
 
 
 def provider_options(params: Mapping[str, Any], known_only: bool = True) -> dict[str, Any]:
@@ -140,8 +187,9 @@ def provider_options(params: Mapping[str, Any], known_only: bool = True) -> dict
     provider class does not name go into ``extra_data`` instead of raising ``TypeError``."""
     if not params:
         return {}
-    if params.get("n") not in (None, 1):
-        raise ValueError("n > 1 is not supported: one choice is read; make several requests instead")
+    n = params.get("n")
+    if n is not None and n != 1:
+        raise ValueError(f"n must be 1, not {n!r}: one choice is read; make several requests instead")
     options: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     known = _known_parameters()
@@ -149,6 +197,8 @@ def provider_options(params: Mapping[str, Any], known_only: bool = True) -> dict
         if value is None:
             continue
         if name == "extra_body":
+            if not isinstance(value, Mapping):
+                raise TypeError(f"extra_body must be a dict of extra body fields, not {type(value).__name__}")
             extra.update(value)
         elif known_only or name in known:
             options[name] = value

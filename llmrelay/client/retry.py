@@ -22,7 +22,16 @@ import random
 
 from ..errors import ConnectError, RateLimitError, RelayError, ServerError, StreamIncompleteError, TimeoutError
 
-__all__ = ["BASE_DELAY", "MAX_DELAY", "MAX_RETRY_AFTER", "RETRY_STATUSES", "backoff", "is_retryable", "retry_delay"]
+__all__ = [
+    "BASE_DELAY",
+    "MAX_DELAY",
+    "MAX_RETRY_AFTER",
+    "RETRY_STATUSES",
+    "backoff",
+    "cap_retry_after",
+    "is_retryable",
+    "retry_delay",
+]
 
 BASE_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -49,16 +58,29 @@ def backoff(attempt: int) -> float:
     return min(BASE_DELAY * 2**attempt, MAX_DELAY) * (1.0 - 0.25 * random.random())
 
 
-def retry_delay(error: BaseException, attempt: int, max_retries: int) -> float | None:
-    """Seconds to wait before retrying after ``error`` on attempt ``attempt``; None: do not retry."""
+def retry_delay(
+    error: BaseException, attempt: int, max_retries: int, max_retry_after: float = MAX_RETRY_AFTER
+) -> float | None:
+    """Seconds to wait before retrying after ``error`` on attempt ``attempt``; None: do not retry (also when the
+    server asked for a wait over ``max_retry_after``)."""
     if attempt >= max_retries or not is_retryable(error):
         return None
     retry_after = _seconds(getattr(error, "retry_after", None))
     if retry_after is not None:
-        if retry_after > MAX_RETRY_AFTER:
+        if retry_after > max_retry_after:
             return None
         return max(retry_after, 0.0)
     return backoff(attempt)
+
+
+def cap_retry_after(error: BaseException, cap: float) -> None:
+    """Lower a server's ``retry_after`` on ``error`` (and on each error of an ``AllProvidersFailedError``) to ``cap``
+    seconds: an upstream must not choose how long a gateway leaves a target out, nor what it tells its callers. A
+    value that is not a finite number is dropped."""
+    for failure in (error, *(item for _, item in getattr(error, "errors", ()))):
+        if isinstance(failure, RelayError) and failure.retry_after is not None:
+            seconds = _seconds(failure.retry_after)
+            failure.retry_after = None if seconds is None else min(max(seconds, 0.0), cap)
 
 
 def _seconds(value: object) -> float | None:

@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from .._text import display_name
-from ..errors import AllProvidersFailedError, RelayError
+from ..errors import AllProvidersFailedError, RateLimitError, RelayError
 from ..responses import ProviderInfo
-from .retry import is_retryable, retry_delay
+from .retry import MAX_RETRY_AFTER, is_retryable, retry_delay
 
 if TYPE_CHECKING:
     from ..providers.template import OpenaiTemplate
@@ -39,8 +39,10 @@ __all__ = [
     "Opened",
     "ProviderClass",
     "ProviderSpec",
+    "RateLimitSkip",
     "Skip",
     "aclose",
+    "failures_text",
     "first_success",
     "is_retryable",
     "open_events",
@@ -101,6 +103,11 @@ class Skip(RelayError):  # noqa: N818 (a signal more than an error)
     informative = False
 
 
+class RateLimitSkip(Skip, RateLimitError):  # noqa: N818 (a Skip, as above)
+    """A target left out because an upstream rate limit (its ``Retry-After``) still holds; ``retry_after``: the
+    seconds left. When every target is left out this way, the request is itself rate limited (429)."""
+
+
 class Opened:
     """An answer stream advanced to its first real event: what failover needs before any output is sent."""
 
@@ -146,6 +153,11 @@ async def open_events(
     return Opened(provider, info, END, generator)
 
 
+def failures_text(error: AllProvidersFailedError) -> str:
+    """Each target's error, in the order they were tried: ``"a: HTTP 500: down; b: rate limited …"``."""
+    return "; ".join(f"{name}: {failure}" for name, failure in error.errors)
+
+
 Hook = Callable[..., Awaitable[Any]]
 
 
@@ -161,6 +173,8 @@ async def first_success(
     before_attempt: Hook | None = None,
     after_error: Hook | None = None,
     on_success: Hook | None = None,
+    on_retry: Callable[[T], Any] | None = None,
+    max_retry_after: float = MAX_RETRY_AFTER,
     single: bool = False,
 ) -> R:
     """``await attempt(target)`` for each target in turn until one succeeds.
@@ -169,7 +183,8 @@ async def first_success(
     :func:`~llmrelay.client.retry.retry_delay`); then the request moves on to the next target — for any error, or
     with ``fall_back`` only for the errors it accepts (any other is raised at once).
     ``before_attempt(target)`` may raise :class:`Skip` to leave a target out; ``after_error(target, error)`` sees
-    every failure and ``on_success(target)`` the success. When every target failed, or was skipped, raises
+    every failure, ``on_retry(target)`` each retry and ``on_success(target)`` the success; a server's
+    ``retry_after`` over ``max_retry_after`` is not waited for. When every target failed, or was skipped, raises
     :class:`~llmrelay.errors.AllProvidersFailedError` listing each — except with ``single=True`` (one target, no
     fallback list), where the target's own error is raised as it is.
     """
@@ -188,7 +203,7 @@ async def first_success(
             except Exception as error:
                 if after_error is not None:
                     await after_error(target, error)
-                delay = retry_delay(error, number, max_retries) if retryable(error) else None
+                delay = retry_delay(error, number, max_retries, max_retry_after) if retryable(error) else None
                 if delay is None:
                     if single or (fall_back is not None and not fall_back(error)):
                         raise
@@ -196,6 +211,8 @@ async def first_success(
                     errors.append((name(target), error))
                     break
                 number += 1
+                if on_retry is not None:
+                    on_retry(target)
                 log.info("%s failed (%s); retry %d of %d in %.2f s", name(target), error, number, max_retries, delay)
                 waited = sleep(delay)
                 if inspect.isawaitable(waited):

@@ -17,7 +17,7 @@ from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
-from ..http.url import check_api_base, join_url
+from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
@@ -31,6 +31,19 @@ __all__ = ["OpenaiTemplate"]
 log = logging.getLogger("llmrelay")
 
 _checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_endpoint(url: str) -> str:
+    return check_url(url, "api_endpoint")
+
+
+def _endpoint(url: object) -> str | None:
+    """A full chat URL given as ``api_endpoint``, checked (a ValueError naming ``api_endpoint``); None: none."""
+    if not url:
+        return None
+    return _checked_endpoint(url) if isinstance(url, str) else check_url(url, "api_endpoint")
+
 
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
@@ -78,6 +91,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     models_ttl: ClassVar[float] = 3600.0
     ssl: ClassVar[Any] = None
     headers: ClassVar[dict[str, str]] = {}
+    redacted: ClassVar[tuple[str, ...]] = ()  # more secrets no error may quote (e.g. a key sent in ``headers``)
     supports_stream_options: ClassVar[bool] = True
     extra_parameters: ClassVar[tuple[str, ...] | list[str]] = OPENAI_PARAMETERS
     can_generate_images: ClassVar[bool] = True  # False: a server with no images endpoint (refused before sending)
@@ -221,7 +235,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 ssl=cls.ssl,
                 timeout=timeout,
                 provider=name,
-                secrets=(api_key,),
+                secrets=(api_key, *cls.redacted),
             )
             body = await read_body(response, name, timeout)
             try:
@@ -230,13 +244,13 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 raise ResponseError(f"the model list is not JSON: {shorten(body)!r}", provider=name) from None
             listing = parse_models(data, name)
         except MissingAuthError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
         except (RelayError, *TRANSPORT_ERRORS) as error:  # type: ignore[misc]
             if isinstance(error, RelayError):
-                redact_error(error, (api_key,))
+                redact_error(error, (api_key, *cls.redacted))
             if cls.fallback_models:
-                reason = redact(str(error) or type(error).__name__, (api_key,))
+                reason = redact(str(error) or type(error).__name__, (api_key, *cls.redacted))
                 log.warning("%s: listing models failed (%s); using fallback_models", name, reason)
                 return list(cls.fallback_models)
             raise
@@ -311,7 +325,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
             )
         await cls.prepare()
-        endpoint = api_endpoint or cls.api_endpoint
+        endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
             api_base = endpoint.rstrip("/").removesuffix("/chat/completions")
@@ -366,7 +380,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             async for item in read_response(response, name, model, timeout):
                 yield item
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod
@@ -386,7 +400,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             "total_timeout": total_timeout,
             "impersonate": impersonate,
             "provider": cls.get_name(),
-            "secrets": (api_key,),
+            "secrets": (api_key, *cls.redacted),
         }
 
     # ----------------------------------------------------------------- images
@@ -438,7 +452,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         try:
             return await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
         except RelayError as error:
-            redact_error(error, (api_key,))
+            redact_error(error, (api_key, *cls.redacted))
             raise
 
     @classmethod

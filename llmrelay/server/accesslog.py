@@ -42,6 +42,9 @@ class Entry:
         self.cache: str | None = None
 
 
+MODEL_MAX = 256  # characters of a model name in a log line
+
+
 def _word(value: str | None) -> str:
     """A value as one word of the text log: ``-`` when missing, JSON-quoted when it has spaces or control
     characters (a caller's model name must not forge a log line)."""
@@ -73,6 +76,9 @@ class AccessLog:
         if self.format == "off":
             return
         duration = end - entry.start
+        model = entry.model
+        if model is not None and len(model) > MODEL_MAX:  # an upstream reports the model name it likes
+            model = model[: MODEL_MAX - 3] + "..."
         if self.format == "json":
             record: dict[str, Any] = {
                 "time": self._now(),
@@ -83,7 +89,7 @@ class AccessLog:
                 "key": entry.key,
                 "route": entry.route,
                 "provider": entry.provider,
-                "model": entry.model,
+                "model": model,
                 "tokens": entry.tokens,
                 "request_id": entry.request_id,
             }
@@ -94,7 +100,7 @@ class AccessLog:
             line = (
                 f"{self._now()} {entry.method} {_word(entry.path)} {entry.status} {duration * 1000:.1f}ms"
                 f" key={_word(entry.key)} route={_word(entry.route)} provider={_word(entry.provider)}"
-                f" model={_word(entry.model)} tokens={'-' if entry.tokens is None else entry.tokens}"
+                f" model={_word(model)} tokens={'-' if entry.tokens is None else entry.tokens}"
                 f" request_id={_word(entry.request_id)}{' cache=' + entry.cache if entry.cache else ''}\n"
             )
         stream = self.stream or sys.stderr

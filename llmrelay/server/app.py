@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from . import playground
+from . import health, playground
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey
 from .doors import Door, chat, images, messages, responses
-from .exchange import JSON, Exchange, request_id
+from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
 from .metrics import CONTENT_TYPE, Metrics
@@ -70,7 +70,7 @@ class Gateway:
         self.config = config
         self.state: State = state if state is not None else MemoryState()
         self.keys = KeyRing(config.keys)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config)
         self.metrics.inflight.set_function(lambda: self.inflight)  # read when scraped: no cost per request
         self.access = AccessLog(log_format, log_stream)
         self.draining = False
@@ -98,6 +98,8 @@ class Gateway:
             Endpoint("DELETE", "/v1/responses/{response_id}", responses, responses.delete),
             Endpoint("GET", "/v1/responses/{response_id}/input_items", responses, responses.input_items),
             Endpoint("GET", "/health", chat, plain=self.health),
+            Endpoint("GET", "/health/live", chat, plain=self.live),
+            Endpoint("GET", "/health/ready", chat, plain=self.ready),
             Endpoint("GET", "/metrics", chat, plain=self.metrics_page),
             *self._playground(),
         ]
@@ -234,9 +236,13 @@ class Gateway:
     # ------------------------------------------------------------------------- plain endpoints
 
     async def health(self, request: web.Request) -> web.Response:
-        if self.draining:
-            return web.Response(body=b'{"status":"draining"}', status=503, content_type=JSON)
-        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+        return health.health(self.draining)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return health.live()
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return await health.ready(self.config, self.draining, self.state)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())

@@ -42,6 +42,8 @@ __all__ = [
 STRATEGIES = ("fallback", "round-robin", "least-busy")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+MAX_RETRIES = 10
 
 
 class ConfigError(Exception):
@@ -64,6 +66,7 @@ class ServerSettings:
     responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
     responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
     playground: bool = True  # GET / serves the playground page (SPEC 11)
+    max_cooldown_s: float = 300.0  # an upstream Retry-After cools a target (and is forwarded) for at most this long
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Route:
     cache_ttl_s: float = 0.0
     cache_shared: bool = False
     max_tokens_cap: int | None = None  # SPEC 9.1.7: larger max_tokens are lowered to this
+    retries: int = 0  # a target failing with a retryable error before output is tried again this many times
 
 
 @dataclass
@@ -217,6 +221,10 @@ def _port(value: int) -> str:
     return "" if 0 <= value <= 65535 else "must be a port number (0-65535)"
 
 
+def _retries(value: int) -> str:
+    return "" if 0 <= value <= MAX_RETRIES else f"must be from 0 to {MAX_RETRIES}"
+
+
 def _env_name(value: str) -> str:
     return "" if _ENV_NAME.match(value) else "must be an environment variable name"
 
@@ -291,6 +299,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
         responses_max=reader.get("responses_max", int, 10_000, _positive),
         playground=reader.get("playground", bool, True),
+        max_cooldown_s=reader.get("max_cooldown_s", float, 300.0, _positive),
     )
     reader.finish()
     return settings
@@ -328,6 +337,7 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         options["total_timeout"] = total
     cap = reader.get("max_tokens_cap", int, None, _positive)
     effort = reader.get("reasoning_effort", bool)
+    headers, secrets = _headers(reader, environ)
     reader.finish()
     try:
         base: ProviderClass = get_provider(name)
@@ -354,9 +364,43 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
         attributes["max_tokens_cap"] = cap
     if effort is not None:
         attributes["accepts_reasoning_effort"] = effort
+    if headers:
+        attributes["headers"] = {**base.headers, **headers}
+        attributes["redacted"] = (*base.redacted, *secrets)
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
+
+
+def _headers(reader: _Reader, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``headers = {"api-key" = "${AZURE_OPENAI_KEY}"}``: extra headers on every request to this upstream; each
+    ``${NAME}`` in a value is the environment variable NAME (which must be set), so secrets stay out of the file.
+    Returns the headers and the values taken from the environment (secrets: never quoted in an error)."""
+    from ..http.checks import check_headers
+
+    table = reader.get("headers", dict, {})
+    resolved: dict[str, str] = {}
+    secrets: list[str] = []
+    for name, value in table.items():
+        if not isinstance(value, str):
+            raise reader.error(f"headers.{name}", f"must be a string, not {_type_name(type(value))}")
+
+        def variable(match: re.Match[str], name: str = name) -> str:
+            variable_name = match.group(1)
+            if not _ENV_NAME.match(variable_name):
+                raise reader.error(f"headers.{name}", f"${{{variable_name}}} is not an environment variable name")
+            found = environ.get(variable_name)
+            if not found:
+                raise reader.error(f"headers.{name}", f"the environment variable {variable_name} is not set")
+            secrets.append(found)
+            return found
+
+        resolved[name] = _ENV_REFERENCE.sub(variable, value)
+    try:
+        check_headers(resolved)
+    except (TypeError, ValueError) as error:  # names the header, never quotes a value (it may hold a secret)
+        raise reader.error("headers", str(error)) from None
+    return resolved, secrets
 
 
 def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str]) -> Route:
@@ -391,6 +435,7 @@ def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str
         cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
         cache_shared=reader.get("cache_shared", bool, False),
         max_tokens_cap=reader.get("max_tokens_cap", int, None, _positive),
+        retries=reader.get("retries", int, 0, _retries),
     )
     if route.strategy not in STRATEGIES:
         raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")

@@ -21,7 +21,9 @@ from .config import GatewayKey, ServerSettings
 from .doors import Door
 from .problems import GatewayError, Problem, problem_of
 
-__all__ = ["JSON", "Exchange", "header_value", "request_id"]
+__all__ = ["HEADER_NAME_MAX", "JSON", "Exchange", "header_value", "request_id"]
+
+HEADER_NAME_MAX = 256
 
 JSON = "application/json"
 IGNORED_HEADER_MAX = 2000  # characters of x-llmrelay-ignored (the names come from the caller's body)
@@ -30,7 +32,7 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ids = itertools.count(1)
 
 
-def request_id(request: web.Request) -> str:
+def request_id(request: web.BaseRequest) -> str:
     """The caller's ``x-request-id`` when it is sane, else a new one (a per-process random prefix and a count)."""
     given = request.headers.get("x-request-id")
     if given and len(given) <= 200 and given.isprintable() and given.strip() == given:
@@ -40,7 +42,10 @@ def request_id(request: web.Request) -> str:
 
 def header_value(value: str) -> str:
     """A name as a header value: as it is when printable ASCII, else percent-encoded (a line break in a model
-    name must not break, or forge, the response head)."""
+    name must not break, or forge, the response head); at most HEADER_NAME_MAX characters before encoding (an
+    upstream reports the model name it likes, and clients refuse header lines over 8 KB)."""
+    if len(value) > HEADER_NAME_MAX:
+        value = value[: HEADER_NAME_MAX - 3] + "..."
     if value.isascii() and value.isprintable():
         return value
     return urllib.parse.quote(value, safe="/:@-._~ ")

@@ -6,11 +6,14 @@ import fnmatch
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
+from ..client.convert import model_choosing_fields
 from .config import GatewayKey
 
-__all__ = ["KEY_PREFIX", "KeyRing", "allowed", "config_line", "new_key"]
+__all__ = ["KEY_PREFIX", "KeyRing", "allowed", "config_line", "new_key", "widening_field"]
 
 KEY_PREFIX = "sk-llmrelay-"
 
@@ -64,3 +67,12 @@ def allowed(key: GatewayKey | None, names: tuple[str, ...]) -> bool:
     if key is None or key.models is None:
         return True
     return any(_match(key.models, name) for name in names)
+
+
+def widening_field(key: GatewayKey | None, options: Mapping[str, Any]) -> str | None:
+    """A field of the call with which the upstream would choose other models (OpenRouter's ``models`` /
+    ``route``) when ``key`` is limited to some models, else None: such a key may not send them (refused, 403)."""
+    if key is None or key.models is None:
+        return None
+    fields = model_choosing_fields(options)
+    return fields[0] if fields else None

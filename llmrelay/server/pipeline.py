@@ -21,14 +21,15 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from ..client.convert import ChatCall
-from ..client.router import Opened, Skip, first_success, is_retryable, open_events
-from ..errors import MissingAuthError, PaymentRequiredError, RelayError, error_code
+from ..client.convert import RESERVED_FIELDS, ChatCall
+from ..client.retry import MAX_RETRY_AFTER, cap_retry_after
+from ..client.router import Opened, RateLimitSkip, Skip, first_success, is_retryable, open_events
+from ..errors import MissingAuthError, PaymentRequiredError, RelayError
 from ..responses import Answer, ProviderInfo, Usage, event_from_cache, event_to_cache
 from .config import Config, GatewayKey, ProviderClass, Route, Target, split_model
 from .doors import ChatDoor, DoorRequest
 from .exchange import Exchange
-from .keys import allowed
+from .keys import allowed, widening_field
 from .metrics import Metrics
 from .problems import GatewayError
 from .state import LimitExceeded, State
@@ -38,6 +39,7 @@ __all__ = ["Finished", "Handler", "Pipeline", "Plan", "chat_handler"]
 
 T = TypeVar("T")
 OWN_KEY = "gateway's own API key"
+MAX_MODEL_LENGTH = 256  # characters of a requested model name (route, provider/model or bare name)
 # What a chat handler may be told once an answer is complete: (the whole answer, the model that answered).
 Finished = Callable[[Answer, str], Awaitable[None]]
 # A door's handler: what the route table calls once the middleware made the Exchange (and checked the key).
@@ -127,6 +129,7 @@ class Pipeline:
         if req.ignored:
             self._ignore(x, req)
         plan = self.check(x, call.model)
+        self._check_fields(x, call)
         await self.admit(x)
         cache_key = None
         route = plan.route
@@ -162,7 +165,7 @@ class Pipeline:
                 self._own_credentials(error, target, cls)
                 raise
 
-        target, result = await self.dispatch(plan.route, plan.targets, attempt)
+        target, result = await self.dispatch(plan.route, plan.targets, attempt, x)
         x.entry.provider = target.provider
         x.entry.model = target.model or None
         return target, result
@@ -170,6 +173,8 @@ class Pipeline:
     def check(self, x: Exchange, model: str) -> Plan:
         """Resolve ``model`` (8.3) and check the caller's key may use it (403); fills the log entry's route (and
         provider/model for a single target). No limits, no upstream call."""
+        if len(model) > MAX_MODEL_LENGTH:  # a caller's name goes into headers, the log and (bounded) metrics
+            raise GatewayError(400, "invalid_request", f"'model' is longer than {MAX_MODEL_LENGTH} characters", "model")
         route, targets = self.resolve(model)
         entry = x.entry
         entry.route = route.name if route is not None else None
@@ -183,6 +188,24 @@ class Pipeline:
                     403, "model_not_allowed", f"the key {key.name!r} may not use the model {model!r}", "model"
                 )
         return Plan(route, targets)
+
+    def _check_fields(self, x: Exchange, call: ChatCall) -> None:
+        """Through any door, the upstream gets the authorised model and messages: no pass-through field may replace
+        them (400); and a key limited to some models may not send fields that let the upstream choose others (403)."""
+        extra = call.options.get("extra_data") or {}
+        for name in RESERVED_FIELDS:
+            if name in extra:
+                raise GatewayError(400, "invalid_request", f"the body may not set {name!r} outside its own field", name)
+        key = x.key
+        field = widening_field(key, call.options)
+        if field is not None and key is not None:
+            raise GatewayError(
+                403,
+                "model_not_allowed",
+                f"the key {key.name!r} is limited to some models, so it may not send {field!r} "
+                "(it lets the upstream choose other models)",
+                field,
+            )
 
     # --------------------------------------------------------------------------------- steps
 
@@ -300,42 +323,69 @@ class Pipeline:
         return targets
 
     async def dispatch(
-        self, route: Route | None, targets: list[Target], attempt: Callable[[Target], Awaitable[T]]
+        self,
+        route: Route | None,
+        targets: list[Target],
+        attempt: Callable[[Target], Awaitable[T]],
+        x: Exchange | None = None,
     ) -> T:
-        """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns."""
-        if route is None:
-            try:
-                return await attempt(targets[0])
-            except RelayError as error:
-                self.metrics.upstream_error(targets[0].provider, error_code(error))
-                raise
+        """Run ``attempt`` on the single target, or on a route's targets per its strategy with cooldowns and
+        retries; ``x``'s log entry keeps the provider of the last target tried (a failed request names it too, SPEC
+        8.3). An upstream's ``retry_after`` counts for at most ``max_cooldown_s``: in cooldowns, in what the caller
+        is told, and for retries (where a longer one is not waited for: the route moves on)."""
+        cap = self.config.server.max_cooldown_s
         state, metrics = self.state, self.metrics
 
-        async def before_attempt(target: Target) -> None:
-            left = await state.cooling(target.label)
-            if left > 0:
-                metrics.cooldown_skip(target.label)
-                raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
+        async def tried(target: Target) -> T:
+            if x is not None:
+                x.entry.provider, x.entry.model = target.provider, target.model or None
+            return await attempt(target)
+
+        if route is None:
+            try:
+                return await tried(targets[0])
+            except RelayError as error:
+                metrics.upstream_error(targets[0].provider, error)
+                cap_retry_after(error, cap)
+                raise
 
         async def after_error(target: Target, error: BaseException) -> None:
             if isinstance(error, RelayError):
-                metrics.upstream_error(target.provider, error_code(error))
+                metrics.upstream_error(target.provider, error)
             if is_retryable(error):
                 retry_after = getattr(error, "retry_after", None)
+                if retry_after is not None:
+                    retry_after = min(retry_after, cap)
                 await state.failed(target.label, route.cooldown_after, route.cooldown_s, retry_after)
 
         async def on_success(target: Target) -> None:
             await state.succeeded(target.label)
 
-        return await first_success(
-            self._order(route),
-            attempt,
-            name=lambda target: target.label,
-            fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
-            before_attempt=before_attempt,
-            after_error=after_error,
-            on_success=on_success,
-        )
+        try:
+            return await first_success(
+                self._order(route),
+                tried,
+                name=lambda target: target.label,
+                fall_back=is_retryable,  # SPEC 8.6: only a retryable error moves on to the next target
+                before_attempt=self._skip_cooling,
+                after_error=after_error,
+                on_success=on_success,
+                max_retries=route.retries,
+                max_retry_after=min(cap, MAX_RETRY_AFTER),
+                on_retry=lambda target: metrics.retry(route.name),
+            )
+        except RelayError as error:
+            cap_retry_after(error, cap)
+            raise
+
+    async def _skip_cooling(self, target: Target) -> None:
+        """Leave out a target that is cooling down: a rate limit when an upstream's Retry-After started it."""
+        left = await self.state.cooling(target.label)
+        if left > 0:
+            self.metrics.cooldown_skip(target.label)
+            if await self.state.rate_limited(target.label):
+                raise RateLimitSkip(f"{target.label} is rate limited for {math.ceil(left)} s more", retry_after=left)
+            raise Skip(f"{target.label} is cooling down for {math.ceil(left)} s more after failing")
 
     def _own_credentials(self, error: RelayError, target: Target, cls: Any) -> None:
         """Upstream 401/402: the gateway's own upstream key is at fault, never the caller's: say which."""
@@ -395,7 +445,7 @@ class Pipeline:
                 self.busy[label] -= 1
             return target, answer, kept, notes
 
-        target, answer, kept, notes = await self.dispatch(plan.route, plan.targets, attempt)
+        target, answer, kept, notes = await self.dispatch(plan.route, plan.targets, attempt, x)
         x.ignored.extend(notes)
         reported = answer.info.model if answer.info is not None and answer.info.model else target.model
         x.entry.provider, x.entry.model = target.provider, reported
@@ -431,7 +481,7 @@ class Pipeline:
                     self._own_credentials(error, target, cls)
                 raise
 
-        target, opened, notes = await self.dispatch(plan.route, plan.targets, attempt)
+        target, opened, notes = await self.dispatch(plan.route, plan.targets, attempt, x)
         x.ignored.extend(notes)
         try:
             info = opened.info

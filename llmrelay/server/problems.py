@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 
+from ..client.router import failures_text
 from ..errors import AllProvidersFailedError, RelayError, http_status
 
 __all__ = ["ERROR_TYPES", "GatewayError", "Problem", "problem_of"]
@@ -73,7 +74,10 @@ def problem_of(error: BaseException) -> Problem:
     if isinstance(error, GatewayError):
         return error.problem
     if isinstance(error, AllProvidersFailedError):
-        error = error.most_informative()
+        # The status, code and Retry-After of the most informative failure; the message names every target's own.
+        problem = problem_of(error.most_informative())
+        problem.message = f"every target failed: {failures_text(error)}"
+        return problem
     if isinstance(error, RelayError):
         status = http_status(error)
         headers = {}

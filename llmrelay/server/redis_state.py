@@ -171,13 +171,13 @@ return {redis.call('PTTL', KEYS[1]), redis.call('EXISTS', KEYS[2])}
 """
 
 # KEYS: failure streak, cooldown. ARGV: cooldown_after, cooldown ms, retry-after ms (0 = none), streak ttl ms.
-# Returns 1 when a cooldown started.
+# Returns 1 when a cooldown started. The cooldown's value says why: 'r' after an upstream Retry-After, else '1'.
 _FAILED = """
 local streak = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local retry_after = tonumber(ARGV[3])
 if retry_after > 0 then
-  redis.call('SET', KEYS[2], '1', 'PX', retry_after)
+  redis.call('SET', KEYS[2], 'r', 'PX', retry_after)
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -317,6 +317,14 @@ class RedisState:
             await asyncio.wait_for(self._ping(), max(timeout_s, self.timeout_s))
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             raise RedisUnavailable(f"redis at {self.url} is unreachable ({_reason(error)})") from None
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether Redis answers a PING within ``timeout_s`` (for ``/health/ready``)."""
+        try:
+            await asyncio.wait_for(self._redis.ping(), timeout_s)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return True
 
     async def _ping(self) -> None:
         # A fresh connection attempt may fail on the first try with a short socket timeout on a busy machine.
@@ -497,6 +505,12 @@ class RedisState:
             await self._redis.delete(self._key("streak", target))
 
         await self._call(shared, lambda: self.inner.succeeded(target))
+
+    async def rate_limited(self, target: str) -> bool:
+        async def shared() -> bool:
+            return await self._redis.get(self._key("cool", target)) in (b"r", "r")
+
+        return await self._call(shared, lambda: self.inner.rate_limited(target))
 
     # ----------------------------------------------------------------------------- cache
 

@@ -17,6 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from . import workers
 from .app import Gateway
 from .config import Config
+from .exchange import request_id
+from .health import draining_handler
 from .state import State
 
 __all__ = ["is_loopback", "run", "serve"]
@@ -79,6 +81,16 @@ def make_state(config: Config) -> State | None:
     return state
 
 
+async def _drain(gateway: Gateway, runner: web.AppRunner, seconds: float) -> None:
+    """Let open connections (and their streams) finish, up to ``seconds``. The socket stays open meanwhile, so that
+    a load balancer polling /health on a new connection sees 503; new connections get no new work."""
+    gateway.draining = True
+    if runner.server is not None:
+        runner.server.request_handler = draining_handler(request_id)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(gateway.idle.wait(), seconds)
+
+
 async def serve(
     gateway: Gateway,
     host: str,
@@ -91,7 +103,7 @@ async def serve(
     ready: Callable[[], object] | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGTERM / SIGINT), then drain: in-flight requests and streams finish
-    (up to ``drain_timeout_s``) while no new connection is accepted."""
+    (up to ``drain_timeout_s``) while new connections get only health answers (503) and 503 ``shutting_down``."""
     stderr = stderr or sys.stderr
     app = gateway.build_app()
     if workers.is_worker():  # --workers N: say which worker answered
@@ -128,11 +140,7 @@ async def serve(
         if ready is not None:
             ready()
         await stop.wait()
-        gateway.draining = True
-        if server is not None:
-            server.close()  # stop accepting; open connections (and their streams) go on
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(gateway.idle.wait(), drain)
+        await _drain(gateway, runner, drain)
     finally:
         await runner.cleanup()
         for number in (signal.SIGTERM, signal.SIGINT):

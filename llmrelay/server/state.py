@@ -56,6 +56,9 @@ class State(Protocol):
     async def succeeded(self, target: str) -> None:
         """Resets the failure streak."""
 
+    async def rate_limited(self, target: str) -> bool:
+        """Whether the target's current cooldown was started by an upstream ``Retry-After`` (a rate limit)."""
+
     async def cache_get(self, key: str) -> bytes | None: ...
 
     async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None: ...
@@ -94,6 +97,7 @@ class MemoryState:
         self._keys: dict[str, _KeyUsage] = {}
         self._streaks: dict[str, int] = {}
         self._cool_until: dict[str, float] = {}
+        self._told: set[str] = set()  # targets whose cooldown an upstream's Retry-After started
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._max_cache = max_cache_entries
         self._responses: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
@@ -164,15 +168,20 @@ class MemoryState:
         if retry_after is not None and retry_after > 0:
             self._cool_until[target] = self._clock() + retry_after
             self._streaks[target] = 0
+            self._told.add(target)
             return True
         if streak >= cooldown_after:
             self._cool_until[target] = self._clock() + cooldown_s
             self._streaks[target] = 0
+            self._told.discard(target)
             return True
         return False
 
     async def succeeded(self, target: str) -> None:
         self._streaks.pop(target, None)
+
+    async def rate_limited(self, target: str) -> bool:
+        return target in self._told and await self.cooling(target) > 0
 
     # --------------------------------------------------------------------- cache
 

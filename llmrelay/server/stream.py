@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from ..client.router import END, Opened
-from ..errors import RelayError, error_code
+from ..errors import RelayError
 from ..responses import Usage
 from .doors import Renderer
 from .exchange import Exchange
@@ -99,7 +99,7 @@ class StreamWriter:
         except Exception as error:
             # After the first byte the status line is gone: the error goes in-band.
             if isinstance(error, RelayError):
-                self.metrics.upstream_error(x.entry.provider or "", error_code(error))
+                self.metrics.upstream_error(x.entry.provider or "", error)
             problem = problem_of(error)
             x.entry.status = problem.status
             try:
