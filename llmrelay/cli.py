@@ -71,6 +71,13 @@ def positive_number(text: str) -> float:
     return value
 
 
+def timeout_seconds(text: str) -> float:
+    """``--timeout``: a number > 0, or ``inf`` / ``none`` for no limit."""
+    if text.strip().lower() in ("inf", "infinity", "none"):
+        return math.inf
+    return positive_number(text)
+
+
 def temperature(text: str) -> float:
     """A finite number ≥ 0."""
     value = _number(text)
@@ -121,6 +128,18 @@ def api_base_url(text: str) -> str:
             f"{text!r} is not an http:// or https:// URL; give the server's full base URL, "
             "e.g. http://localhost:8000/v1"
         )
+    for suffix in ("/chat/completions", "/completions", "/embeddings", "/models"):
+        if parts.path.rstrip("/").endswith(suffix):
+            base = text.strip().split("?")[0].rstrip("/").removesuffix(suffix)
+            raise argparse.ArgumentTypeError(
+                f"{base}{suffix} is an endpoint, not a base URL: drop {suffix} and give --api-base {base}"
+            )
+    from .http.url import check_api_base
+
+    try:
+        check_api_base(text.strip())  # what the library would refuse (a #fragment …) is a usage error too
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text.strip()
 
 
@@ -161,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--api-key", metavar="KEY", help="API key (default: the provider's environment variable)")
     group.add_argument(
-        "--timeout", type=positive_number, metavar="SECONDS", help="connect / idle-read timeout (default 120)"
+        "--timeout",
+        type=timeout_seconds,
+        metavar="SECONDS",
+        help="connect / idle-read timeout (default 120; inf: no limit)",
     )
 
     parser = argparse.ArgumentParser(
@@ -229,11 +251,40 @@ def build_parser() -> argparse.ArgumentParser:
         "(and error, when the request failed)",
     )
     chat.add_argument("-u", "--usage", action="store_true", help="print the token usage on stderr")
+    chat.add_argument(
+        "-x",
+        "--extract",
+        action="store_true",
+        help="print only the first fenced code block of the answer (the whole answer when it has none; "
+        "the log keeps it whole)",
+    )
+    chat.add_argument(
+        "--xl", "--extract-last", dest="extract_last", action="store_true", help="like -x, the last block"
+    )
+    chat.add_argument(
+        "--schema",
+        metavar="JSON|FILE|FIELDS",
+        help="structured output: a JSON schema, a file holding one, or fields as 'name type, …' (types str, int, "
+        "float, bool; 'name type: description'); the answer is checked as JSON",
+    )
+    chat.add_argument(
+        "--retries",
+        type=count,
+        default=2,
+        metavar="N",
+        help="retry a failed request (connection error, 408, 409, 429, 5xx) up to N times before any output "
+        "(default 2; Retry-After honoured up to 60 s)",
+    )
     conversation = chat.add_argument_group("conversation and log")
     conversation.add_argument(
-        "-c", "--continue", dest="continue_", action="store_true", help="continue the last logged conversation"
+        "-c",
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="continue the last logged conversation, with its provider, base URL and model (-p, --api-base, "
+        "-m override them)",
     )
-    conversation.add_argument("--cid", metavar="ID", help="continue the logged conversation ID")
+    conversation.add_argument("--cid", metavar="ID", help="continue the logged conversation ID (as -c)")
     conversation.add_argument("-n", "--no-log", action="store_true", help="do not log this exchange")
     chat.set_defaults(handler=cmd_chat)
 
@@ -241,7 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
         "models", parents=[debug, connection], help="list the models of a provider", description="List model ids."
     )
     models.add_argument("--json", action="store_true", help="print a JSON array of model ids")
+    models.add_argument(
+        "--all",
+        action="store_true",
+        help="list every configured provider's models at once (a provider that fails is shown as such)",
+    )
     models.set_defaults(handler=cmd_models)
+
+    embed = commands.add_parser(
+        "embed",
+        parents=[debug, connection],
+        help="embed texts; vectors as JSON lines",
+        description="Embed TEXT, or each line of -i FILE (- for stdin; a .jsonl file, or lines that are JSON: a "
+        'string or {"id", "text"|"content"}), and print one JSON array of floats per text, in order ({"id", '
+        '"embedding"} for inputs with an id). local embeds with smollm2-embed (576 dimensions; for plumbing and '
+        "tests, not retrieval quality).",
+    )
+    embed.add_argument("text", nargs="?", metavar="TEXT", help="the text to embed")
+    embed.add_argument("-i", "--input", metavar="FILE|-", help="one text per line, or JSON lines")
+    embed.add_argument("-m", "--model", default=None, help="embedding model (default: the provider's)")
+    embed.add_argument("--dimensions", type=positive_int, metavar="N", help="ask for N-dimension vectors")
+    embed.add_argument(
+        "--retries", type=count, default=2, metavar="N", help="retries before giving up, as for chat (default 2)"
+    )
+    embed.set_defaults(handler=cmd_embed)
 
     image = commands.add_parser(
         "image",
@@ -282,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-p", "--provider", metavar="NAME", help="only this provider")
     logs.add_argument("-m", "--model", metavar="MODEL", help="only this model")
     logs.add_argument("--json", action="store_true", help="print JSON")
+    logs.add_argument(
+        "-r", "--response", action="store_true", help="print only the last matching answer's text (for pipes)"
+    )
+    logs.add_argument("-s", "--short", action="store_true", help="one short block per exchange (prompt and answer cut)")
     logs.set_defaults(handler=cmd_logs)
 
     from .server.commands import add_commands
@@ -313,8 +391,12 @@ def _with_default_command(argv: list[str], commands: set[str]) -> list[str]:
 # --------------------------------------------------------------------------- running
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: stops an answer as Ctrl-C does (logged as interrupted, the line ended), then exits 143."""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(EXIT_TERMINATED)  # runs the atexit handlers (stops the local server, removes its files)
+    raise Terminated()  # main() returns 143; the atexit handlers run (they stop the local server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,13 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         _report(f"error: {error}", debug)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         with contextlib.suppress(Exception):
             sys.stderr.write("\n")
             sys.stderr.flush()
         if debug:
             raise
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:
         # stdout was closed early (e.g. `| head`): stop quietly; silence the flush at exit too.
         with contextlib.suppress(OSError):
@@ -409,7 +491,8 @@ def describe_error(
     if isinstance(error, RelayError):
         text = str(error)
         if error.status == 404 and cls is not None:
-            text += _missing_v1_hint(cls, getattr(args, "api_base", None))
+            endpoint = getattr(args, "endpoint", "chat/completions")
+            text += _missing_v1_hint(cls, getattr(args, "api_base", None), endpoint)
         return _one_line(text + (f" ({why[2:]})" if why else ""))
     if isinstance(error, (ValueError, TypeError, OSError)):
         return _one_line(str(error) or type(error).__name__)
@@ -425,16 +508,24 @@ def _may_be_media_refusal(error: BaseException) -> bool:
     return isinstance(error, (BadRequestError, ServerError)) and not isinstance(error, ContextLengthError)
 
 
-def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None) -> str:
+def _missing_v1_hint(cls: type[OpenaiTemplate], api_base: str | None, endpoint: str = "chat/completions") -> str:
     """For a 404: the URL tried, and /v1 if the base URL lacks it."""
     try:
         base = cls.get_api_base(api_base)
     except Exception:
         return ""
-    hint = f" (tried {base}/chat/completions"
+    hint = f" (tried {base}/{endpoint}"
     if not re.search(r"/v\d+[a-z]*(?:/|$)", base):
         hint += f"; OpenAI-compatible servers usually answer under /v1: try --api-base {base}/v1"
     return hint + ")"
+
+
+def _quiet_interrupts(loop: Any, context: dict[str, Any]) -> None:
+    """Ctrl-C / SIGTERM that landed in a helper task (aiohttp's request writer) was handled by the command
+    already: no "Task exception was never retrieved" traceback for it. Anything else is reported as usual."""
+    if isinstance(context.get("exception"), KeyboardInterrupt):
+        return
+    loop.default_exception_handler(context)
 
 
 class _Loop:
@@ -444,6 +535,7 @@ class _Loop:
         import asyncio
 
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_quiet_interrupts)
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         task = self.loop.create_task(coroutine)
@@ -524,9 +616,9 @@ class _Printer:
         if self.quiet or not piece:
             return
         self.end_reasoning()
+        self.last = piece[-1]  # first: a signal during the write must still find the line to end
         self.out.write(piece)
         self.out.flush()
-        self.last = piece[-1]
 
     def reasoning(self, piece: str) -> None:
         if self.quiet:
@@ -605,6 +697,7 @@ async def _chat_turn(
     options: dict[str, Any],
     turn: _Turn,
     quiet: bool,
+    retries: int = 0,
 ) -> None:
     import asyncio
 
@@ -618,7 +711,7 @@ async def _chat_turn(
         turn.started = time.monotonic()
         if not quiet and sys.stderr.isatty():
             spinner = asyncio.ensure_future(_spin_until(arrived, f"Waiting for {cls.get_name()}"))
-        async for chunk in cls.create_async_generator(model, messages, **options):
+        async for chunk in _answer_events(cls, model, messages, options, retries, printer):
             if not arrived.is_set():
                 arrived.set()
                 if spinner is not None:
@@ -648,6 +741,47 @@ async def _chat_turn(
                 await spinner
         turn.ended = time.monotonic()
         printer.finish()
+
+
+async def _answer_events(
+    cls: type[OpenaiTemplate],
+    model: str,
+    messages: list[dict[str, Any]],
+    options: dict[str, Any],
+    retries: int,
+    printer: _Printer,
+) -> Any:
+    """The answer's events, the request retried as the client retries it (``llmrelay.client.retry``: connection
+    errors, 408, 409, 429, 5xx, ``Retry-After`` up to its cap), only before any output; a note on stderr per wait."""
+    import asyncio
+
+    from .client.router import END, first_success, open_events
+
+    options = dict(options)
+    stream = bool(options.pop("stream", True))
+    failures: list[BaseException] = []
+
+    async def remember(target: Any, error: BaseException) -> None:
+        failures.append(error)
+
+    async def wait(delay: float) -> None:
+        reason = _one_line(str(failures[-1]) or type(failures[-1]).__name__, 200)
+        printer.note(f"note: {reason}; retry {len(failures)} of {retries} in {delay:.1f} s")
+        await asyncio.sleep(delay)
+
+    def attempt(provider: Any) -> Any:
+        return open_events(provider, model, messages, options, stream=stream)
+
+    opened = await first_success([cls], attempt, max_retries=retries, sleep=wait, after_error=remember, single=True)
+    try:
+        if opened.info is not None:
+            yield opened.info
+        if opened.first is not END:
+            yield opened.first
+        async for item in opened.events:
+            yield item
+    finally:
+        await opened.aclose()
 
 
 def _stdin_has_input() -> bool:
@@ -757,10 +891,27 @@ class _Chat:
         """Run one exchange; its error (Ctrl-C included) is kept in ``turn.error``, not raised."""
         turn = _Turn()
         try:
-            loop.run(_chat_turn(self.cls, self.model, messages, options, turn, quiet=self.args.json))
+            quiet = self.args.json or self.args.extract or self.args.extract_last
+            loop.run(_chat_turn(self.cls, self.model, messages, options, turn, quiet, self.args.retries))
         except (Exception, KeyboardInterrupt) as error:
             turn.error = error
         return turn
+
+    def requested_model(self) -> str | None:
+        """The model asked for: ``-m``, the conversation's, else the provider's default (logged for failures)."""
+        try:
+            return self.cls.get_model(self.model) or None
+        except ValueError:
+            return None
+
+    def api_base(self) -> str | None:
+        """The base URL this chat reached (never for ``local``: its port changes per run); a key is never in it."""
+        if _catalog_name(self.cls) == "local" and not self.args.api_base:
+            return None
+        try:
+            return self.cls.get_api_base(self.args.api_base)
+        except (ValueError, TypeError):
+            return None
 
     def record(self, turn: _Turn, prompt: str, system: str | None, attachments: list[str]) -> None:
         """Log the exchange (one transaction); a log that cannot be written warns once and is skipped after."""
@@ -782,7 +933,9 @@ class _Chat:
             "conversation_id": self.conversation_id,
             "datetime_utc": utc_now(),
             "provider": answer.info.name if answer.info else self.cls.get_name(),
-            "model": answer.info.model if answer.info else (self.model or None),
+            "provider_id": _catalog_name(self.cls),
+            "api_base": self.api_base(),
+            "model": answer.info.model if answer.info else self.requested_model(),
             "prompt": prompt,
             "system": system,
             "response": answer.content,
@@ -811,6 +964,16 @@ class _Chat:
                 )
                 sys.stderr.flush()
             self.log = None
+
+
+def _catalog_name(cls: type[OpenaiTemplate]) -> str | None:
+    """The catalog name of a provider class (``vllm``, ``custom``, ``local`` …), None for one not in it."""
+    from .providers.catalog import PROVIDERS
+
+    for name, provider in PROVIDERS.items():
+        if provider is cls:
+            return name
+    return "local" if cls.__name__ == "Local" else None
 
 
 _LOGGED_OPTIONS = ("temperature", "max_tokens", "seed", "stream")
@@ -857,6 +1020,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.continue_ and args.cid:
         raise UsageError("-c continues the last conversation and --cid a given one: use one of them")
     media = _media(args.attachments, stdin_data)
+    continued = _continued_conversation(args)
     if args.model is None:
         args.model = os.environ.get(MODEL_ENV, "").strip() or None
     cls = resolve_provider(args)
@@ -871,12 +1035,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.seed is not None:
         options["seed"] = args.seed
     extra = _extra_options(args.option)
+    if args.schema is not None:
+        extra["response_format"] = _schema_format(args.schema)
     if extra:
         options.update(extra)
         options["extra_parameters"] = list(extra)
 
     chat = _Chat(args, cls, options)
-    messages = _start_conversation(chat, args)
+    messages = _start_conversation(chat, args, continued)
     attachment_names = list(args.attachments)
 
     with _Loop() as loop:
@@ -905,7 +1071,39 @@ def _extra_options(pairs: list[list[str]]) -> dict[str, Any]:
         if name in ("messages", "model", "stream"):
             raise UsageError(f"-o {name}: set by llmrelay itself; use the command's own options")
         options[name] = option_value(value)
+        if name == "n" and options[name] != 1:
+            raise UsageError(f"-o n {value}: the command prints one answer, so n must be 1; run it again for more")
     return options
+
+
+def _schema_format(value: str) -> dict[str, Any]:
+    """``--schema``: JSON text, a file holding JSON, or the concise ``'name type, …'`` fields."""
+    from pathlib import Path
+
+    from ._structured import concise_schema, schema_format
+
+    text = value.strip()
+    source = "--schema"
+    if not text.startswith("{") and Path(text).expanduser().is_file():
+        source = f"--schema {text}"
+        try:
+            text = Path(text).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"{source}: cannot read it: {error}") from None
+        text = text.strip()
+    if text.startswith("{"):
+        try:
+            schema = json.loads(text)
+        except ValueError as error:
+            raise UsageError(f"{source}: not valid JSON: {error}") from None
+        if not isinstance(schema, dict):
+            raise UsageError(f"{source}: a JSON schema is an object")
+    else:
+        try:
+            schema = concise_schema(text)
+        except ValueError as error:
+            raise UsageError(f"{source}: {error}") from None
+    return schema_format(schema)
 
 
 def _system_of(messages: list[dict[str, Any]]) -> str | None:
@@ -915,28 +1113,55 @@ def _system_of(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _start_conversation(chat: _Chat, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The opening messages: a continued conversation's history (-c / --cid), else the system message alone."""
+def _continued_conversation(args: argparse.Namespace) -> tuple[str, list[LogEntry]] | None:
+    """For -c / --cid: the conversation's id and logged exchanges (failed ones too). Without -p and --api-base,
+    the conversation's provider and base URL are used again (keys come from the environment, as always)."""
+    if not (args.continue_ or args.cid):
+        return None
+    import sqlite3
+
+    from .logs import Log
+
+    log = Log()
+    try:
+        conversation_id = args.cid or log.last_conversation_id()
+        entries = log.conversation(conversation_id) if conversation_id else []
+    except sqlite3.Error as error:
+        raise UsageError(f"cannot read the log {log.path}: {error}") from None
+    if not conversation_id:
+        raise UsageError(f"-c: there is no logged conversation to continue (the log {log.path} is empty)")
+    if not entries:
+        raise UsageError(f"--cid {conversation_id}: no such conversation in the log {log.path}")
+    last = entries[-1]
+    if not args.provider and not args.api_base and _logged_provider(last) is not None:
+        args.provider = str(last.get("provider_id") or last.get("provider"))
+        args.api_base = last.get("api_base") or None
+    return conversation_id, entries
+
+
+def _logged_provider(entry: LogEntry) -> Any:
+    """The provider class a log row names (its catalog name, else its display name), None if unknown."""
+    from .providers.catalog import get_provider
+
+    try:
+        return get_provider(str(entry.get("provider_id") or entry.get("provider") or ""))
+    except (ValueError, TypeError, ImportError):
+        return None
+
+
+def _start_conversation(
+    chat: _Chat, args: argparse.Namespace, continued: tuple[str, list[LogEntry]] | None
+) -> list[dict[str, Any]]:
+    """The opening messages: a continued conversation's completed exchanges, else the system message alone."""
     from .logs import Log, history, logging_enabled, new_conversation_id
 
     log = Log()
     if not args.no_log and logging_enabled(log.path):
         chat.log = log
-    if args.continue_ or args.cid:
-        import sqlite3
-
-        try:
-            conversation_id = args.cid or log.last_conversation_id()
-            entries = log.conversation(conversation_id) if conversation_id else []
-        except sqlite3.Error as error:
-            raise UsageError(f"cannot read the log {log.path}: {error}") from None
-        if not conversation_id:
-            raise UsageError(f"-c: there is no logged conversation to continue (the log {log.path} is empty)")
-        if not entries:
-            raise UsageError(f"--cid {conversation_id}: no such conversation in the log {log.path}")
-        chat.conversation_id = conversation_id
+    if continued is not None:
+        chat.conversation_id, entries = continued
         last = entries[-1]
-        if not args.model and last.get("model") and last.get("provider") == chat.cls.get_name():
+        if not args.model and last.get("model") and _logged_provider(last) is chat.cls:
             chat.model = str(last["model"])
         return history(entries, args.system)
     chat.conversation_id = new_conversation_id()
@@ -944,10 +1169,22 @@ def _start_conversation(chat: _Chat, args: argparse.Namespace) -> list[dict[str,
 
 
 def _after_answer(args: argparse.Namespace, answer: Answer) -> None:
+    from ._structured import extract_code_block, json_problem
+
     if args.json:
         sys.stdout.write(json.dumps(_answer_dict(answer), ensure_ascii=False) + "\n")
         sys.stdout.flush()
-    elif answer.reason == "length":
+    elif args.extract or args.extract_last:
+        text = extract_code_block(answer.content, last=args.extract_last)
+        text = answer.content if text is None else text
+        if text:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+    if args.schema is not None:
+        problem = json_problem(answer.content)
+        if problem:
+            sys.stderr.write(f"warning: the answer is not valid JSON ({problem}); the model may ignore --schema\n")
+    if not args.json and answer.reason == "length":
         sys.stderr.write("note: the answer was cut at the token limit (raise --max-tokens)\n")
     if args.usage:
         sys.stderr.write(_usage_line(answer.usage.to_dict() if answer.usage else None) + "\n")
@@ -984,9 +1221,9 @@ def _interactive(
         except EOFError:
             sys.stderr.write("\n")
             return 0
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             sys.stderr.write("\n")
-            return EXIT_INTERRUPTED
+            return EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
         command = line.strip()
         if command in ("exit", "quit"):
             return 0
@@ -1009,6 +1246,9 @@ def _interactive(
             if isinstance(error, ContextLengthError) and not turn.answer.text and _drop_oldest_exchange(messages):
                 dropped += 1
                 continue
+            if isinstance(error, Terminated):
+                chat.record(turn, line, system, attachment_names)
+                raise error
             if error is not None:
                 if isinstance(error, KeyboardInterrupt):
                     sys.stderr.write("(answer stopped; press Ctrl-C again at the prompt, or Ctrl-D, to quit)\n")
@@ -1048,6 +1288,10 @@ def _drop_oldest_exchange(messages: list[dict[str, Any]]) -> bool:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.provider or args.api_base or args.api_key:
+            raise UsageError("--all lists every configured provider: leave out -p, --api-base and --api-key")
+        return _all_models(args)
     cls = resolve_provider(args)
     options = _connection(args)
     _check_key(cls, args.api_key)
@@ -1059,6 +1303,151 @@ def cmd_models(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(f"{model}\n" for model in models))
     sys.stdout.flush()
     return 0
+
+
+def _configured_providers() -> list[tuple[str, type[OpenaiTemplate]]]:
+    """Every catalog provider callable as is (key set or not needed, base URL known), then ``local`` if installed."""
+    from .providers.catalog import PROVIDERS, is_configured
+
+    found: list[tuple[str, type[OpenaiTemplate]]] = []
+    for name, cls in PROVIDERS.items():
+        needs_setup = cls.needs_auth or getattr(cls, "api_base_env", None)
+        if needs_setup and is_configured(cls):
+            found.append((name, cls))
+    return found
+
+
+async def _list_all(providers: list[tuple[str, type[OpenaiTemplate]]], timeout: float | None) -> list[Any]:
+    import asyncio
+
+    from .client.router import first_success
+
+    async def listing(cls: type[OpenaiTemplate]) -> Any:
+        return await first_success([cls], lambda p: p.get_models_async(timeout=timeout), single=True)
+
+    return await asyncio.gather(*(listing(cls) for _, cls in providers), return_exceptions=True)
+
+
+def _local_models() -> list[str] | str:
+    """The local provider's models (fixed aliases: no server is started to list them), or why it is unavailable."""
+    from .errors import RelayError
+
+    try:
+        from .providers.local import EMBED_ALIAS, SERVED_MODELS, check_requirements, find_model_path
+
+        check_requirements()
+        find_model_path()
+    except (RelayError, ImportError) as error:
+        return str(error)
+    return [*SERVED_MODELS, EMBED_ALIAS]
+
+
+def _all_models(args: argparse.Namespace) -> int:
+    providers = _configured_providers()
+    with _Loop() as loop:
+        results: list[Any] = loop.run(_list_all(providers, args.timeout))
+    names = [name for name, _ in providers]
+    names.append("local")
+    local = _local_models()
+    results.append(local if isinstance(local, list) else RuntimeError(local))
+    table: dict[str, dict[str, Any]] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            table[name] = {"error": str(result) if type(result) is RuntimeError else describe_error(result)}
+        else:
+            table[name] = {"models": list(result)}
+    if args.json:
+        sys.stdout.write(json.dumps(table, ensure_ascii=False) + "\n")
+    else:
+        for name, entry in table.items():
+            if "error" in entry:
+                sys.stdout.write(f"{name}: error: {entry['error']}\n")
+            else:
+                sys.stdout.write(f"{name}: {len(entry['models'])} models\n")
+                sys.stdout.write("".join(f"  {model}\n" for model in entry["models"]))
+    sys.stdout.flush()
+    return 0 if any("models" in entry for entry in table.values()) else EXIT_ERROR
+
+
+# ----------------------------------------------------------------------------- embed
+
+
+def _embed_inputs(args: argparse.Namespace) -> list[tuple[Any, str]]:
+    """(id or None, text) for each text to embed: TEXT, else the lines of -i FILE (JSON lines when they are)."""
+    if args.text is not None and args.input is not None:
+        raise UsageError("give TEXT or -i FILE, not both")
+    if args.text is not None:
+        if not args.text.strip():
+            raise UsageError("the text is empty")
+        return [(None, args.text)]
+    if args.input is None:
+        raise UsageError("give TEXT or -i FILE (- for stdin)")
+    if args.input == "-":
+        data = _stdin_text(_read_stdin_bytes())
+    else:
+        from pathlib import Path
+
+        try:
+            data = _stdin_text(Path(args.input).expanduser().read_bytes())
+        except OSError as error:
+            raise UsageError(f"-i {args.input}: {error.strerror or error}") from None
+        except UsageError as error:
+            raise UsageError(f"-i {args.input}: {str(error).replace('stdin', 'the file', 1)}") from None
+    inputs = [_embed_line(line, number) for number, line in enumerate(data.splitlines(), 1) if line.strip()]
+    if not inputs:
+        raise UsageError(f"-i {args.input}: no text to embed")
+    return inputs
+
+
+def _embed_line(line: str, number: int) -> tuple[Any, str]:
+    """One input line: a JSON string, a JSON object with ``text`` / ``content`` (and maybe ``id``), else the text."""
+    stripped = line.strip()
+    if not stripped.startswith(("{", '"')):
+        return None, line
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        return None, line
+    if isinstance(value, str):
+        return None, value
+    text = value.get("text", value.get("content")) if isinstance(value, dict) else None
+    if not isinstance(text, str) or not text:
+        raise UsageError(f'line {number}: a JSON line needs a "text" (or "content") string')
+    return value.get("id"), text
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .providers.embeddings import MAX_INPUTS
+
+    inputs = _embed_inputs(args)
+    args.endpoint = "embeddings"  # for the 404 hint
+    cls = resolve_provider(args)
+    if not (args.model or cls.default_embedding_model):
+        raise UsageError(f"{cls.get_name()} has no default embedding model: pass -m MODEL")
+    _check_key(cls, args.api_key)
+    options: dict[str, Any] = {"dimensions": args.dimensions} if args.dimensions else {}
+    with _Loop() as loop:
+        for start in range(0, len(inputs), MAX_INPUTS):
+            batch = inputs[start : start + MAX_INPUTS]
+            answer = loop.run(_embed(cls, args, [text for _, text in batch], options))
+            for (identifier, _), item in zip(batch, answer.data, strict=True):
+                vector = item.embedding
+                line = vector if identifier is None else {"id": identifier, "embedding": vector}
+                sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+    return 0
+
+
+async def _embed(cls: type[OpenaiTemplate], args: argparse.Namespace, texts: list[str], options: dict[str, Any]) -> Any:
+    """The embeddings operation through the client: its retry policy, as for chat."""
+    from .client import AsyncClient
+
+    client = AsyncClient(
+        cls, api_key=args.api_key, api_base=args.api_base, max_retries=args.retries, timeout=args.timeout
+    )
+    return await client.embeddings.create(texts, args.model or "", **options)
 
 
 # ----------------------------------------------------------------------------- image
@@ -1211,6 +1600,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         sys.stderr.write(f"logging is {args.action.upper()} ({path})\n")
         return 0
     log = Log(path)
+    if args.response:
+        args.count = 1
     try:
         if args.action == "usage":
             rows = log.usage()
@@ -1226,10 +1617,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
         rows = []
     except Exception as error:  # sqlite3.Error: not a database, locked …
         raise UsageError(f"cannot read the log {path}: {error}") from None
-    if args.json:
+    if args.response and args.action == "list":
+        if not rows:
+            raise UsageError(f"no logged exchange matches in {path}")
+        text = str(rows[-1]["response"] or "")
+        sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+    elif args.json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     elif args.action == "usage":
         sys.stdout.write(_usage_table(rows))
+    elif args.short:
+        sys.stdout.write("".join(_short_entry(row) for row in rows))
     else:
         if not rows:
             state = "" if logging_enabled(path) else " (logging is off: `llmrelay logs on`)"
@@ -1265,19 +1663,32 @@ def _format_entry(entry: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _short_entry(entry: dict[str, Any]) -> str:
+    """Five lines per exchange: when, provider / model, conversation, the prompt and answer cut to one line."""
+    when = entry["datetime_utc"][:19].replace("T", " ")
+    answer = f"error: {entry['error']}" if entry.get("error") else str(entry["response"] or "")
+    return (
+        f"- {when} UTC  {entry['provider']} / {entry['model']}\n"
+        f"  conversation: {entry['conversation_id']}\n"
+        f"  prompt: {_one_line(str(entry['prompt']), 100)}\n"
+        f"  response: {_one_line(answer, 100)}\n"
+    )
+
+
 def _usage_table(rows: list[dict[str, Any]]) -> str:
     headers = {
         "day": "DAY",
         "provider": "PROVIDER",
         "model": "MODEL",
-        "responses": "ANSWERS",
+        "responses": "RESPONSES",
+        "errors": "ERRORS",
         "prompt_tokens": "PROMPT",
         "completion_tokens": "COMPLETION",
         "total_tokens": "TOTAL",
     }
     table = [headers, *rows]
     widths = {column: max(len(str(row[column])) for row in table) for column in headers}
-    numeric = ("responses", "prompt_tokens", "completion_tokens", "total_tokens")
+    numeric = ("responses", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
     lines = [
         "  ".join(
             str(row[column]).rjust(widths[column]) if column in numeric else str(row[column]).ljust(widths[column])

@@ -5,7 +5,8 @@ Where: ``$LLMRELAY_LOGS`` if set, else ``$XDG_DATA_HOME/llmrelay/logs.db``, else
 next to it (logging stays off while it exists); ``logs on`` removes it.
 
 One row per exchange (table ``responses``): the prompt, system message, answer,
-reasoning, tool calls, provider, model, usage, duration, time to first token,
+reasoning, tool calls, provider (its display name and its catalog name), the base
+URL it was reached at (never a key), model, usage, duration, time to first token,
 the error if the exchange failed, and the conversation id that ties the turns
 of a conversation together. Full-text search uses SQLite FTS5 when the SQLite
 build has it (``LIKE`` otherwise).
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 LOGS_ENV = "LLMRELAY_LOGS"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT = 0.5  # seconds a write waits for a lock held by another process before giving up
 
 _SCHEMA = """
@@ -61,7 +62,9 @@ CREATE TABLE IF NOT EXISTS responses (
     duration_ms INTEGER,
     first_token_ms INTEGER,
     finish_reason TEXT,
-    error TEXT
+    error TEXT,
+    provider_id TEXT,
+    api_base TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_conversation ON responses (conversation_id, id);
 """
@@ -96,7 +99,10 @@ _COLUMNS = (
     "first_token_ms",
     "finish_reason",
     "error",
+    "provider_id",
+    "api_base",
 )
+_ADDED_COLUMNS = {2: ("provider_id TEXT", "api_base TEXT")}  # schema version → columns it added
 _JSON_COLUMNS = ("tool_calls", "attachments", "options")
 
 LogEntry = dict[str, Any]
@@ -166,8 +172,15 @@ class Log:
             yield connection
 
     def _ensure_schema(self, connection: sqlite3.Connection) -> None:
-        if connection.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version >= SCHEMA_VERSION:
             return
+        if self._has_table(connection, "responses"):  # an older log: add the columns it lacks
+            present = {row[1] for row in connection.execute("PRAGMA table_info(responses)")}
+            for added in range(version + 1, SCHEMA_VERSION + 1):
+                for column in _ADDED_COLUMNS.get(added, ()):
+                    if column.split()[0] not in present:
+                        connection.execute(f"ALTER TABLE responses ADD COLUMN {column}")
         connection.executescript(_SCHEMA)
         try:
             connection.executescript(_FTS_SCHEMA)
@@ -247,17 +260,19 @@ class Log:
         return str(row[0]) if row else None
 
     def conversation(self, conversation_id: str) -> list[LogEntry]:
-        """Every exchange of a conversation that got an answer (failed ones are left out), oldest first."""
+        """Every exchange of a conversation, failed and interrupted ones too (``error`` says so), oldest first;
+        :func:`history` keeps the completed ones."""
         try:
-            entries = self.entries(None, conversation=conversation_id)
+            return self.entries(None, conversation=conversation_id)
         except FileNotFoundError:
             return []
-        return [entry for entry in entries if entry["error"] is None]
 
     def usage(self) -> list[dict[str, Any]]:
-        """Tokens per day (UTC), provider and model: ``day, provider, model, responses, prompt/completion/total``."""
+        """Tokens per day (UTC), provider and model: ``day, provider, model, responses`` (answered exchanges),
+        ``errors`` (failed or interrupted ones), ``prompt/completion/total_tokens``."""
         sql = (
-            "SELECT substr(datetime_utc, 1, 10) AS day, provider, model, count(*) AS responses,"
+            "SELECT substr(datetime_utc, 1, 10) AS day, provider, model,"
+            " sum(error IS NULL) AS responses, sum(error IS NOT NULL) AS errors,"
             " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
             " coalesce(sum(completion_tokens), 0) AS completion_tokens,"
             " coalesce(sum(total_tokens), 0) AS total_tokens"
@@ -282,7 +297,8 @@ def _entry(row: sqlite3.Row) -> LogEntry:
 
 def history(entries: Sequence[LogEntry], system: str | None = None) -> list[dict[str, Any]]:
     """Chat messages rebuilding a logged conversation: the system message (given, else the last logged), then
-    each prompt and answer."""
+    the prompt and answer of each completed exchange (failed and interrupted ones are left out)."""
+    entries = [entry for entry in entries if entry.get("error") is None]
     if system is None:
         system = next((entry["system"] for entry in reversed(entries) if entry.get("system")), None)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []

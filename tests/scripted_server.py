@@ -45,6 +45,9 @@ __all__ = [
     "ScriptedServer",
     "chunk",
     "completion",
+    "embedding_vector",
+    "embeddings",
+    "embeddings_handler",
     "fragment",
     "json_reply",
     "sse",
@@ -345,6 +348,44 @@ def completion(
         obj["usage"] = usage
     obj.update(extra)
     return obj
+
+
+def embedding_vector(text: str | list[int], dimensions: int = 3) -> list[float]:
+    """The scripted server's vector for one input: ``[len, len + 0.5, len + 0.25, …]`` (exact in float32)."""
+    size = float(len(text))
+    return [size + (0.5 if k % 2 else 0.25) * min(k, 1) for k in range(dimensions)]
+
+
+def embeddings(
+    vectors: list[list[float] | str], model: str = "test-embed", prompt_tokens: int = 2, **extra: Any
+) -> dict[str, Any]:
+    """An ``/embeddings`` answer in the OpenAI shape (a ``str`` vector is sent as given: base64)."""
+    obj: dict[str, Any] = {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+    obj.update(extra)
+    return obj
+
+
+def embeddings_handler(dimensions: int = 3, model: str | None = None) -> Callable[[RecordedRequest], Reply]:
+    """A handler answering ``POST /embeddings`` as a real server does: one :func:`embedding_vector` per input
+    (a string, strings, token ids or token-id lists), floats whatever ``encoding_format`` asked."""
+
+    def handle(req: RecordedRequest) -> Reply:
+        body = req.json()
+        value = body["input"]
+        if isinstance(value, str) or (value and all(isinstance(item, int) for item in value)):
+            items = [value]
+        else:
+            items = list(value)
+        vectors: list[list[float] | str] = [embedding_vector(item, dimensions) for item in items]
+        tokens = sum(len(item) for item in items)
+        return json_reply(embeddings(vectors, model or body.get("model") or "test-embed", tokens))
+
+    return handle
 
 
 def usage(prompt_tokens: int = 1, completion_tokens: int = 1, **extra: Any) -> dict[str, Any]:

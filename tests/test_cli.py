@@ -348,7 +348,7 @@ def test_server_down() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    result = run(["chat", "--api-base", f"http://127.0.0.1:{port}/v1", "-m", "m", "Hi"], timeout=30)
+    result = run(["chat", "--retries", "0", "--api-base", f"http://127.0.0.1:{port}/v1", "-m", "m", "Hi"], timeout=30)
     assert result.returncode == 1
     line = one_error_line(result)
     assert f"127.0.0.1:{port}" in line
@@ -369,7 +369,7 @@ def test_rate_limit_is_one_line_without_the_key(server) -> None:
             headers={"retry-after": "7"},
         )
     )
-    result = run(["chat", "--api-key", SECRET, "-m", "m", "Hi"], server)
+    result = run(["chat", "--retries", "0", "--api-key", SECRET, "-m", "m", "Hi"], server)
     assert result.returncode == 1
     line = one_error_line(result)
     assert "429" in line

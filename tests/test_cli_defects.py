@@ -124,8 +124,8 @@ def test_404_without_v1_shows_the_url_and_suggests_v1(server) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["--timeout", "inf"],
         ["--timeout", "nan"],
+        ["--timeout", "-inf"],
         ["--timeout", "0"],
         ["-t", "nan"],
         ["-t", "-1"],
@@ -221,7 +221,7 @@ def test_attaching_a_text_file_says_it_is_not_an_image(server, tmp_path: Path) -
 
 def test_a_stray_key_is_named_when_its_provider_cannot_be_reached() -> None:
     env = clean_env(OPENAI_API_KEY=SECRET, OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
-    result = run(["chat", "Hi"], env=env)
+    result = run(["chat", "--retries", "0", "Hi"], env=env)
     assert result.returncode == 1
     line = one_error_line(result)
     assert "chosen because OPENAI_API_KEY is set" in line
@@ -433,7 +433,7 @@ def test_an_image_refused_by_a_remote_model_suggests_a_vision_model(server, tmp_
         sse_reply(end="abrupt"),
     )
     for args in (["--no-stream"], []):
-        result = run(["chat", *args, "-m", "text-only", "-i", str(picture), "What is this?"], server)
+        result = run(["chat", *args, "--retries", "0", "-m", "text-only", "-i", str(picture), "What is this?"], server)
         assert result.returncode == 1
         assert "may not read images" in one_error_line(result)
 

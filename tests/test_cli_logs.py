@@ -66,7 +66,7 @@ def test_an_exchange_is_logged_with_everything(server, tmp_path: Path) -> None:
 def test_a_failed_exchange_is_logged_with_its_error(server, tmp_path: Path) -> None:
     db = tmp_path / "logs.db"
     server.script(json_reply({"error": {"message": "boom"}}, status=500))
-    result = run(["chat", "-m", "m", "Hi"], env=env_for(server, db))
+    result = run(["chat", "--retries", "0", "-m", "m", "Hi"], env=env_for(server, db))
     assert result.returncode == 1
     (entry,) = logged(db)
     assert "boom" in entry["error"]

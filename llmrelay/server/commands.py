@@ -22,7 +22,7 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--host", help="address to bind (default: [server] host, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: [server] port, else 8080; 0 picks a free one)")
-    serve.add_argument("--config", metavar="FILE", help="TOML configuration (SPEC 8.2)")
+    serve.add_argument("--config", metavar="FILE", help="TOML configuration (see the README's gateway section)")
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
     serve.add_argument("--log-format", choices=("text", "json"), default="text", help="access-log format on stderr")
     serve.add_argument("--check-config", metavar="FILE", help="check a configuration file and exit (0: valid, 1: not)")
@@ -38,7 +38,8 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     new = actions.add_parser(
         "new",
         help="print a new key and its config entry",
-        description="Print a new random gateway key (keep it secret) and the [[keys]] entry holding only its SHA-256.",
+        description="Print a new random gateway key on stderr (keep it secret) and, on stdout, the [[keys]] entry "
+        "holding only its SHA-256 (so `llmrelay keys new NAME >> gateway.toml` appends it as is).",
     )
     new.add_argument("name", metavar="NAME", help="the key's name (shown in logs and metrics)")
     new.set_defaults(handler=cmd_keys_new)
@@ -98,6 +99,8 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     if not name or '"' in name or "\\" in name or not name.isprintable():
         return _fail("NAME must be printable, without quotes or backslashes")
     key = new_key()
-    sys.stdout.write(f"{key}\n\n# add to the gateway's config (holds only the key's SHA-256):\n")
-    sys.stdout.write(config_line(name, key) + "\n")
+    # The key on stderr, the config block on stdout: `llmrelay keys new NAME >> gateway.toml` appends valid TOML.
+    sys.stderr.write(f"{key}\n(the key for {name}: give it to its user; it is not stored anywhere)\n")
+    sys.stderr.flush()
+    sys.stdout.write("# holds only the key's SHA-256\n" + config_line(name, key) + "\n")
     return 0

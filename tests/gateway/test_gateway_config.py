@@ -172,15 +172,14 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
 def test_keys_new_prints_a_key_and_only_its_digest(tmp_path: Path) -> None:
     done = run_cli("keys", "new", "alice")
     assert done.returncode == 0, done.stderr
-    key = done.stdout.splitlines()[0]
+    key = done.stderr.splitlines()[0]  # the key on stderr, the config entry alone on stdout (>> gateway.toml)
     assert key.startswith("sk-llmrelay-") and len(key) >= len("sk-llmrelay-") + 43  # 32 bytes, base64
-    entry = done.stdout.split("\n\n", 1)[1]
+    entry = done.stdout
     assert key not in entry
     assert f'sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"' in entry
-    config_text = "\n".join(line for line in entry.splitlines() if not line.startswith("#"))
-    config = load_config(write(tmp_path, config_text), environ={})
+    config = load_config(write(tmp_path, entry), environ={})
     assert KeyRing(config.keys).find(key) is config.keys[0]
-    other = run_cli("keys", "new", "alice").stdout.splitlines()[0]
+    other = run_cli("keys", "new", "alice").stderr.splitlines()[0]
     assert other != key
 
 

@@ -91,7 +91,7 @@ def test_chat_json_non_stream_with_options() -> None:
 
 def test_models_of_the_local_provider() -> None:
     result = run("models", "-p", "local")
-    assert result.stdout.split() == ["smollm2", "smollm2-tools"]
+    assert result.stdout.split() == ["smollm2", "smollm2-embed", "smollm2-tools"]
 
 
 def test_providers_marks_local_as_the_default_without_keys() -> None:
@@ -259,3 +259,17 @@ def test_without_a_seed_each_request_gets_a_random_one() -> None:
     seeds = {Local.prepare_body({"model": "smollm2", "messages": []})["seed"] for _ in range(3)}
     assert len(seeds) == 3
     assert Local.prepare_body({"model": "smollm2", "messages": [], "seed": 7})["seed"] == 7
+
+
+def test_schema_with_the_local_model_gives_json_that_follows_it() -> None:
+    # llama.cpp knows only {"type": "json_object", "schema": …}: Local translates json_schema into it (a grammar).
+    result = run("-p", "local", "--max-tokens", "60", "--schema", "name str, age int", "Invent a dog.")
+    data = json.loads(result.stdout)
+    assert set(data) == {"name", "age"} and isinstance(data["name"], str) and isinstance(data["age"], int)
+    assert "warning" not in result.stderr
+
+
+def test_embed_with_the_local_model() -> None:
+    result = run("embed", "-p", "local", "a small test sentence")
+    (vector,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(vector) == 576 and all(isinstance(value, float) for value in vector)

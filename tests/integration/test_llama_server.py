@@ -27,7 +27,7 @@ from llmrelay import OpenaiTemplate
 from llmrelay.errors import ModelNotFoundError, ResponseError, ServerError
 from llmrelay.http.session import close_sessions, open_response
 from llmrelay.providers.listing import cached_listing, clear_model_cache
-from llmrelay.providers.local import DEFAULT_ALIAS, SERVED_MODELS, TOOLS_ALIAS, Local
+from llmrelay.providers.local import DEFAULT_ALIAS, EMBED_ALIAS, SERVED_MODELS, TOOLS_ALIAS, Local
 from llmrelay.responses import FinishReason, ProviderInfo, ToolCalls, Usage
 
 pytestmark = [pytest.mark.llama, pytest.mark.usefixtures("llama_server")]
@@ -208,26 +208,26 @@ def forwarder(llama_server: Any) -> Iterator[TcpForwarder]:
 
 def test_get_models_async_lists_both_aliases(llama_server: Any) -> None:
     models = asyncio.run(Local.get_models_async())
-    assert models == sorted(SERVED_MODELS) == ["smollm2", "smollm2-tools"]
+    assert models == sorted([*SERVED_MODELS, EMBED_ALIAS]) == ["smollm2", "smollm2-embed", "smollm2-tools"]
     # A real listing (Local.fallback_models holds the same names): only a listing that worked is cached.
     assert cached_listing(llama_server.base_url, None) is not None
 
 
 def test_get_models_sync_in_a_script_and_inside_a_running_loop(llama_server: Any) -> None:
-    assert Local.get_models() == ["smollm2", "smollm2-tools"]
+    assert Local.get_models() == ["smollm2", "smollm2-embed", "smollm2-tools"]
     assert cached_listing(llama_server.base_url, None) is not None
     clear_model_cache()
 
     async def inside_loop() -> list[str]:
         return Local.get_models()  # sync call from a coroutine: must not fail
 
-    assert asyncio.run(inside_loop()) == ["smollm2", "smollm2-tools"]
+    assert asyncio.run(inside_loop()) == ["smollm2", "smollm2-embed", "smollm2-tools"]
     assert cached_listing(llama_server.base_url, None) is not None
 
 
 def test_plain_openai_template_lists_the_server_models(llama_server: Any) -> None:
     provider = direct_provider(llama_server.base_url)
-    assert asyncio.run(provider.get_models_async()) == ["smollm2", "smollm2-tools"]
+    assert asyncio.run(provider.get_models_async()) == ["smollm2", "smollm2-embed", "smollm2-tools"]
 
 
 # ---------------------------------------------------------------------------- chat
@@ -490,7 +490,7 @@ def test_async_client_chat_stream_and_tool_round_trip(llama_server: Any) -> None
     async def main() -> None:
         async with client_module.AsyncClient(provider=Local) as client:
             models = await client.models.list()
-            assert sorted(model.id for model in models.data) == ["smollm2", "smollm2-tools"]
+            assert sorted(model.id for model in models.data) == ["smollm2", "smollm2-embed", "smollm2-tools"]
 
             completion = await client.chat.completions.create(model="", messages=HELLO, max_tokens=16)
             choice = completion.choices[0]
