@@ -1,4 +1,4 @@
-"""The ``llmrelay`` command: ``chat``, ``models``, ``image``, ``providers``, ``logs``.
+"""The ``llmrelay`` command: ``chat``, ``models``, ``image``, ``providers``, ``logs``, ``batch`` (llmrelay.batch).
 
 Exit codes: 0 success; 1 the request failed (missing key, server error, connection
 refused, rate limit …); 2 usage error (bad option or value, unknown provider, empty
@@ -362,8 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-s", "--short", action="store_true", help="one short block per exchange (prompt and answer cut)")
     logs.set_defaults(handler=cmd_logs)
 
+    from .batch.command import add_command as add_batch_command
     from .server.commands import add_commands
 
+    add_batch_command(commands, [debug, connection])
     add_commands(commands, [debug])
     return parser
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from redis_server import RedisServer
+from redis_server import Monitor, RedisServer
 
 pytest.importorskip("redis")
 
@@ -382,5 +382,39 @@ def test_a_read_only_redis_is_logged_once_while_it_flaps(redis: RedisServer, cap
                 break
         assert a.shared and (await limit_of(a.admit("bob", 1, None, None))).limit == "rpm"
         await a.close()
+
+    run(main())
+
+
+def test_a_release_is_written_without_waiting_and_applied_before_the_next_admit(redis: RedisServer) -> None:
+    """A request costs one round trip: admit waits for Redis's answer; the release (with the request's tokens) is
+    written on the same connection and not waited for, so this process's next admit (max_concurrent = 1) finds
+    the slot free. What Redis received is read from its MONITOR feed."""
+
+    async def requests(a: RedisState) -> None:
+        for _ in range(5):
+            slot = await a.admit("alice", 1000, None, 1)
+            assert slot is not None and a._pipe.pending == 0  # admit waited for its answer
+            await a.release("alice", slot)
+            assert a._pipe.pending == 1  # the release is on its way, its answer not read
+        slot = await a.admit("alice", 1000, 100, 1)
+        assert slot is not None
+        await a.add_tokens("alice", 7)
+        await a.release("alice", slot)  # the slot back and the tokens: still one command
+
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            with Monitor(redis.port) as monitor:
+                await requests(a)
+                await a.close()  # reads the answers still due
+                sent = monitor.commands()
+            assert a._pipe.pending == 0 and a.shared
+            assert [command for _, command in sent] == ["EVALSHA", "ZREM"] * 5 + ["EVALSHA", "EVALSHA"]
+            assert len({client for client, _ in sent}) == 1  # one connection: each release before the next admit
+            assert int(await b._redis.get(b._key("tpm-sum", "alice"))) == 7
+            assert await b._redis.zcard(b._key("slots", "alice")) == 0
+        finally:
+            await closing(b)
 
     run(main())

@@ -1,7 +1,7 @@
 """The gateway's HTTP face (SPEC 8.3-8.9, 9.1): the route table, the middlewares, the aiohttp application.
 
-Every request goes: middleware (:class:`~llmrelay.server.exchange.Exchange`, access log, metrics, 499 on hang-up,
-errors → the door's error body) → auth middleware (the gateway key) → the endpoint's handler: a door
+Every request goes: the middleware (:class:`~llmrelay.server.exchange.Exchange`, the gateway key, access log,
+metrics, 499 on hang-up, errors → the door's error body) → the endpoint's handler: a door
 (:mod:`llmrelay.server.doors`) over the door-neutral :class:`~llmrelay.server.pipeline.Pipeline`.
 """
 
@@ -122,10 +122,11 @@ class Gateway:
     # ------------------------------------------------------------------------ application
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange, self._auth])
+        app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange])
         for endpoint in self.endpoints:
-            route = app.router.add_route(endpoint.method, endpoint.path, endpoint.plain or self._handler(endpoint))
-            self._rows[route] = endpoint
+            handler = endpoint.plain or self._handler(endpoint)
+            for method in (endpoint.method, "HEAD") if endpoint.method == "GET" else (endpoint.method,):
+                self._rows[app.router.add_route(method, endpoint.path, handler)] = endpoint  # HEAD: GET's head
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -149,7 +150,8 @@ class Gateway:
 
     @web.middleware
     async def _exchange(self, request: web.Request, handler: Plain) -> web.StreamResponse:
-        """The request's :class:`Exchange` and log entry; errors → the door's error body; 499 on hang-up."""
+        """The request's :class:`Exchange` and log entry, the caller's gateway key (one middleware: every layer
+        costs on each resumption of a stream); errors → the door's error body; 499 on hang-up."""
         endpoint = self._rows.get(request.match_info.route)
         if endpoint is not None and endpoint.plain is not None:
             return await handler(request)
@@ -159,6 +161,9 @@ class Gateway:
         try:
             if "websocket" in request.headers.get("Upgrade", "").lower():
                 raise GatewayError(405, "method_not_allowed", "WebSocket is not served here: send plain HTTP requests")
+            if endpoint is not None and endpoint.auth and self.keys:
+                x.key = self._key(request)
+                x.entry.key = x.key.name
             return await handler(request)
         except web.HTTPMethodNotAllowed as error:
             return x.error(self._not_allowed(request, sorted(error.allowed_methods)))
@@ -170,18 +175,10 @@ class Gateway:
         except Exception as error:
             return x.error(error)
         finally:
-            await self.pipeline.release(x)
+            del request[EXCHANGE]  # the request and its Exchange refer to each other: no cycle left for the GC
+            if x.slot is not None:
+                await self.pipeline.release(x)
             self._end(x.entry)
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Plain) -> web.StreamResponse:
-        """The caller's gateway key (SPEC 8.2), on every endpoint that asks for one."""
-        endpoint = self._rows.get(request.match_info.route)
-        if endpoint is not None and endpoint.auth and endpoint.plain is None and self.keys:
-            x: Exchange = request[EXCHANGE]
-            x.key = self._key(request)
-            x.entry.key = x.key.name
-        return await handler(request)
 
     def _key(self, request: web.Request) -> GatewayKey:
         """``Authorization: Bearer`` (any case) or ``x-api-key`` (9.1.2): the first valid one, Authorization first."""

@@ -65,6 +65,7 @@ class ServerSettings:
     store_responses: bool = True  # 9.2.5: keep Responses API answers for previous_response_id and GET
     responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
     responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
+    responses_max_mb: float = 256.0  # their bytes in all per process in memory; none larger (also in Redis)
     playground: bool = True  # GET / serves the playground page (SPEC 11)
     max_cooldown_s: float = 300.0  # an upstream Retry-After cools a target (and is forwarded) for at most this long
 
@@ -88,8 +89,8 @@ class Route:
     cooldown_s: float = 30.0
     cache_ttl_s: float = 0.0
     cache_shared: bool = False
-    max_tokens_cap: int | None = None  # SPEC 9.1.7: larger max_tokens are lowered to this
     retries: int = 0  # a target failing with a retryable error before output is tried again this many times
+    max_tokens_cap: int | None = None  # SPEC 9.1.7: larger max_tokens are lowered to this
 
 
 @dataclass
@@ -298,6 +299,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         store_responses=reader.get("store_responses", bool, True),
         responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
         responses_max=reader.get("responses_max", int, 10_000, _positive),
+        responses_max_mb=reader.get("responses_max_mb", float, 256.0, _positive),
         playground=reader.get("playground", bool, True),
         max_cooldown_s=reader.get("max_cooldown_s", float, 300.0, _positive),
     )
@@ -328,13 +330,7 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
     api_base = reader.get("api_base", str)
     key_env = reader.get("api_key_env", str, None, _env_name)
     default_model = reader.get("default_model", str)
-    options = {}
-    timeout = reader.get("timeout", float, None, _positive)
-    total = reader.get("total_timeout", float, None, _positive)
-    if timeout is not None:
-        options["timeout"] = timeout
-    if total is not None:
-        options["total_timeout"] = total
+    options = _timeouts(reader)
     cap = reader.get("max_tokens_cap", int, None, _positive)
     effort = reader.get("reasoning_effort", bool)
     headers, secrets = _headers(reader, environ)
@@ -370,6 +366,16 @@ def _provider(reader: _Reader, name: str, environ: Mapping[str, str]) -> tuple[P
     if known and len(attributes) == 1:
         return base, options
     return type(f"Gateway_{re.sub(r'[^A-Za-z0-9_]', '_', name)}", (base,), attributes), options
+
+
+def _timeouts(reader: _Reader) -> dict[str, Any]:
+    """``timeout`` / ``total_timeout`` of a ``[providers.NAME]`` entry, as request options."""
+    options = {}
+    for name in ("timeout", "total_timeout"):
+        value = reader.get(name, float, None, _positive)
+        if value is not None:
+            options[name] = value
+    return options
 
 
 def _headers(reader: _Reader, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -434,8 +440,8 @@ def _route(reader: _Reader, name: str, config: Config, environ: Mapping[str, str
         cooldown_s=reader.get("cooldown_s", float, 30.0, _not_negative),
         cache_ttl_s=reader.get("cache_ttl_s", float, 0.0, _not_negative),
         cache_shared=reader.get("cache_shared", bool, False),
-        max_tokens_cap=reader.get("max_tokens_cap", int, None, _positive),
         retries=reader.get("retries", int, 0, _retries),
+        max_tokens_cap=reader.get("max_tokens_cap", int, None, _positive),
     )
     if route.strategy not in STRATEGIES:
         raise reader.error("strategy", f"unknown strategy {route.strategy!r} (one of: {', '.join(STRATEGIES)})")

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis_server import RedisServer
+from redis_server import Monitor, RedisServer
 from scripted_server import RecordedRequest, Reply, ScriptedServer, chunk, completion, json_reply, sse, usage
 
 pytest.importorskip("redis")
@@ -308,3 +308,33 @@ def test_slots_of_a_killed_replica_come_back(server: ScriptedServer, spawn_gatew
                 await asyncio.sleep(0.1)
 
     asyncio.run(main())
+
+
+def test_one_round_trip_per_request(server: ScriptedServer, spawn_gateway, redis: RedisServer) -> None:
+    """A key with rpm, tpm and max_concurrent: per request, Redis receives one admit (waited for) and one release
+    carrying the request's tokens (written without waiting), on one connection; nothing else (MONITOR feed)."""
+    toml = key_entry("dave", rpm=100_000, tpm=10_000_000, max_concurrent=100)
+    env = {"LLMRELAY_REDIS_URL": redis.url, "LLMRELAY_REDIS_SLOT_TTL_S": "600"}  # no slot renewal meanwhile
+    gateway = spawn_gateway(toml, env=env)
+
+    def answer(request: RecordedRequest) -> Reply:
+        if request.json().get("stream"):
+            return Reply(headers={"Content-Type": "text/event-stream"}, writes=[sse(chunk("ok"), "[DONE]")])
+        return json_reply(completion("ok", usage=usage(8, 4)))
+
+    server.route("POST", FIRST, answer)
+
+    async def main() -> list[tuple[str, str]]:
+        async with aiohttp.ClientSession() as session:
+            assert (await post(session, gateway.url, "dave"))[0] == 200  # warm-up: connections, scripts
+            with Monitor(redis.port) as monitor:
+                for stream in (False, True) * 5:
+                    status, _, body = await post(session, gateway.url, "dave", stream=stream)
+                    assert status == 200 and b"ok" in body
+                await asyncio.sleep(0.2)  # the last release's answer
+                return monitor.commands()
+
+    sent = asyncio.run(main())
+    # Non-streamed (usage 12 tokens): admit, release with the tokens; streamed (no usage): admit, release.
+    assert [command for _, command in sent] == ["EVALSHA", "EVALSHA", "EVALSHA", "ZREM"] * 5
+    assert len({client for client, _ in sent}) == 1

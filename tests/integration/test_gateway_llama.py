@@ -14,6 +14,7 @@ import openai
 import pytest
 from gateway_support import Lines, Running
 
+from llmrelay.providers.local import Local
 from llmrelay.server.app import Gateway
 from llmrelay.server.config import load_config
 
@@ -94,6 +95,25 @@ def test_models_list(gateway: Running) -> None:
     assert ids[0] == "small"
     assert "local/smollm2" in ids and "local/smollm2-tools" in ids
     assert client.models.retrieve("local/smollm2").owned_by == "local"
+    client.close()
+
+
+def test_large_max_tokens_lowered_to_the_models_context_and_effort_dropped(gateway: Running) -> None:
+    """SPEC 9.1.7 / 9.1.8 with the real server: Claude Code's ``max_tokens: 32000`` and a reasoning effort."""
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="small",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=32000,
+        reasoning_effort="high",
+        stop=[".", "!", "\n"],  # a short answer, whatever the cap
+        temperature=0,
+    )
+    cap = Local.get_max_tokens_cap()
+    assert cap is not None and cap < 32000
+    assert raw.headers["x-llmrelay-ignored"] == f"max_tokens>{cap}, reasoning_effort"
+    answer = raw.parse()
+    assert answer.choices[0].message.content is not None
     client.close()
 
 
