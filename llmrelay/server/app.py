@@ -18,7 +18,7 @@ from aiohttp import web
 from . import health, playground
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey
-from .doors import Door, chat, embeddings, images, responses
+from .doors import Door, chat, embeddings, images, messages, responses
 from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -91,6 +91,8 @@ class Gateway:
             Endpoint("GET", "/v1/models", chat, self.listing.models),
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
+            Endpoint("POST", "/v1/messages", messages),
+            Endpoint("POST", "/v1/messages/count_tokens", messages, messages.count_tokens),
             Endpoint("POST", "/v1/embeddings", embeddings),
             Endpoint("POST", "/v1/responses", responses),
             Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),

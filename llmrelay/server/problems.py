@@ -45,7 +45,7 @@ class Problem:
     """An error to answer with: HTTP ``status``, machine ``code``, ``message`` (says what to fix; never a key),
     ``param`` (the request field at fault, if any), OpenAI ``type`` and extra response ``headers``."""
 
-    __slots__ = ("code", "headers", "message", "param", "status", "type")
+    __slots__ = ("code", "headers", "message", "param", "request_id", "status", "type")
 
     def __init__(
         self,
@@ -60,6 +60,7 @@ class Problem:
         self.message, self.param = cut(message, MESSAGE_MAX), None if param is None else cut(param, PARAM_MAX)
         self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
         self.headers = headers or {}
+        self.request_id: str | None = None  # set when answered: a door whose error body names it (Anthropic's)
 
     def __repr__(self) -> str:
         return f"Problem({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
