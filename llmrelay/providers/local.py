@@ -80,6 +80,7 @@ __all__ = [
     "start_server",
     "StreamTokens",
     "count_tokens",
+    "tokenize_count",
 ]
 
 DEFAULT_ALIAS = "smollm2"
@@ -896,7 +897,7 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
 
 
 _FORMATTERS: dict[str, Any] = {}
-_PREFIX_TOKENS: dict[int, int] = {}  # server port -> tokens /extras/tokenize adds to any text (a BOS or none)
+_PREFIX_TOKENS: dict[int, int] = {}  # server port -> tokens the tokenizer adds to any text (a BOS or none)
 
 
 def chat_formatter(model_path: str | os.PathLike[str]) -> Any:
@@ -1023,7 +1024,7 @@ class Local(OpenaiTemplate):
     ) -> int | None:
         """The prompt tokens the server would read for this chat request, exactly: the prompt rendered as
         llama_cpp.server renders it (same body adaptation, same Jinja2 formatter over the GGUF's template) and
-        tokenized by the server's own tokenizer (``/extras/tokenize``; the chat path adds no BOS of its own).
+        tokenized by the server's own tokenizer (``/extras/tokenize/count``; the chat path adds no BOS of its own).
         ``None`` where that rendering is not reproduced here: forced tool calls (``chatml-function-calling``),
         images, or a GGUF the server serves with a built-in format. Sends no chat request."""
         await cls.prepare()
@@ -1037,28 +1038,13 @@ class Local(OpenaiTemplate):
         rendered = await asyncio.to_thread(render_prompt, server.model_path, body)
         if rendered is None:
             return None
-        # /extras/tokenize adds what the vocabulary adds to any text (a BOS for some models); the chat path adds
-        # nothing of its own (the template writes it): that prefix is the count of an empty text, taken away.
+        # The tokenizer endpoint adds what the vocabulary adds to any text (a BOS for some models); the chat path
+        # adds nothing of its own (the template writes it): that prefix is the count of an empty text, taken away.
+        base = f"http://{HOST}:{server.port}"
         prefix = _PREFIX_TOKENS.get(server.port)
         if prefix is None:
-            prefix = _PREFIX_TOKENS[server.port] = await cls._tokenize(server, "")
-        return await cls._tokenize(server, rendered) - prefix
-
-    @classmethod
-    async def _tokenize(cls, server: LocalServer, text: str) -> int:
-        name = cls.get_name()
-        response = await open_response(
-            "POST",
-            f"http://{HOST}:{server.port}/extras/tokenize",
-            headers={"Content-Type": "application/json"},
-            body=json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode(),
-            provider=name,
-        )
-        data = json.loads(await read_body(response, name, DEFAULT_TIMEOUT))
-        tokens = data.get("tokens") if isinstance(data, dict) else None
-        if not isinstance(tokens, list):
-            raise RelayError("the local server's /extras/tokenize answered without a token list", provider=name)
-        return len(tokens)
+            prefix = _PREFIX_TOKENS[server.port] = await tokenize_count(base, "")
+        return await tokenize_count(base, rendered) - prefix
 
     @classmethod
     async def create_embeddings_async(cls, input: Any, model: str = "", **kwargs: Any) -> dict[str, Any]:
@@ -1120,7 +1106,7 @@ class Local(OpenaiTemplate):
                     continue  # the finish reason: held until the usage is counted
                 yield item
             if counter is not None:
-                for item in await counter.trailer(cls, messages, kwargs):
+                for item in await counter.trailer(cls, model, messages, kwargs):
                     yield item
         except StreamIncompleteError as error:
             if started or error.partial_text:
@@ -1146,9 +1132,11 @@ class StreamTokens:
     * completion: one per text or reasoning event (llama_cpp.server sends one event per generated token; a
       character split over two tokens, or text held back while it could start a stop sequence, arrives as one
       event, so the count can be a little low), plus llama.cpp's tokenizer over the arguments of tool calls;
-    * prompt: llama.cpp's tokenizer (the server's ``/extras/tokenize/count``) over the messages' roles and text
-      and the tool definitions — the chat template's own few tokens per message are not in it, so it is a
-      little low too. A non-streamed answer carries the server's exact counts.
+    * prompt: exact where :meth:`Local.count_tokens_async` is (the prompt rendered with the model's chat template
+      and counted by the server's tokenizer); else (forced tool calls, a built-in chat format, another server's
+      address) llama.cpp's tokenizer over the messages' roles and text and the tool definitions — without the
+      chat template's own few tokens per message, so a little low. A non-streamed answer carries the server's
+      own counts.
     """
 
     __slots__ = ("calls", "events", "finish", "usage")
@@ -1172,14 +1160,14 @@ class StreamTokens:
             return False
         return True
 
-    async def trailer(self, cls: type[Local], messages: Messages, options: dict[str, Any]) -> list[Any]:
+    async def trailer(self, cls: type[Local], model: str, messages: Messages, options: dict[str, Any]) -> list[Any]:
         """The usage (unless the server sent one) and the held finish reason."""
         items: list[Any] = []
         if not self.usage:
             base = cls.get_api_base(options.get("api_base")).removesuffix("/v1")
             arguments = [json.dumps(call.get("function") or {}) for call in self.calls if isinstance(call, dict)]
             prompt, extra = await asyncio.gather(
-                count_tokens(base, _prompt_text(messages, options.get("tools"))),
+                _prompt_tokens(cls, base, model, messages, options),
                 count_tokens(base, "\n".join(arguments)) if arguments else _zero(),
             )
             items.append(Usage(prompt, self.events + extra))
@@ -1190,6 +1178,21 @@ class StreamTokens:
 
 async def _zero() -> int:
     return 0
+
+
+async def _prompt_tokens(cls: type[Local], base: str, model: str, messages: Any, options: dict[str, Any]) -> int:
+    """A stream's prompt tokens: :meth:`Local.count_tokens_async` (exact) when the stream went to the embedded
+    server and that count is reproduced here, else llama.cpp's tokenizer over the prompt's text (a little low)."""
+    server = running_server()
+    if server is not None and base == f"http://{HOST}:{server.port}" and isinstance(messages, list):
+        choice = {"tool_choice": options["tool_choice"]} if options.get("tool_choice") is not None else {}
+        try:
+            exact = await cls.count_tokens_async(model, messages, options.get("tools"), **choice)
+        except (RelayError, ValueError):
+            exact = None
+        if exact is not None:
+            return exact
+    return await count_tokens(base, _prompt_text(messages, options.get("tools")))
 
 
 def _prompt_text(messages: Any, tools: Any) -> str:
@@ -1211,23 +1214,34 @@ def _prompt_text(messages: Any, tools: Any) -> str:
     return "\n".join(parts)
 
 
+async def tokenize_count(server_url: str, text: str, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """The number of tokens llama.cpp's tokenizer makes of ``text``, with what the vocabulary adds to any text (a
+    BOS for some models): llama_cpp.server's ``/extras/tokenize/count`` at ``server_url`` (its address without
+    ``/v1``). Raises ``RelayError`` when the server cannot say."""
+    response = await open_response(
+        "POST",
+        server_url + "/extras/tokenize/count",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode(),
+        timeout=timeout,
+        provider=Local.label,
+    )
+    try:
+        data = json.loads(await read_body(response, Local.label, timeout))
+    except ValueError:
+        data = None
+    count = data.get("count") if isinstance(data, dict) else None
+    if type(count) is not int or count < 0:
+        raise RelayError("the local server's /extras/tokenize/count answered without a count", provider=Local.label)
+    return count
+
+
 async def count_tokens(server_url: str, text: str, timeout: float = 10.0) -> int:
-    """The number of tokens llama.cpp's tokenizer makes of ``text`` (llama_cpp.server's /extras/tokenize/count at
-    ``server_url``, its address without ``/v1``); 0 when the server cannot say (an older server, or it is gone)."""
+    """:func:`tokenize_count`, but 0 for an empty text or when the server cannot say (an older server, or it is
+    gone): for counts that must not fail the answer they follow."""
     if not text:
         return 0
-    body = json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode()
     try:
-        response = await open_response(
-            "POST",
-            server_url + "/extras/tokenize/count",
-            headers={"Content-Type": "application/json"},
-            body=body,
-            timeout=timeout,
-            provider=Local.label,
-        )
-        data = json.loads(await read_body(response, Local.label, timeout))
-        count = data.get("count") if isinstance(data, dict) else None
-    except (RelayError, ValueError):
+        return await tokenize_count(server_url, text, timeout)
+    except RelayError:
         return 0
-    return count if type(count) is int and count >= 0 else 0
