@@ -285,8 +285,8 @@ def test_failure_after_output_is_response_failed(server: ScriptedServer, make_ga
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_error" and failed["error"]["message"]
     assert failed["id"] == events[0]["response"]["id"]
-    with pytest.raises(openai.APIError):
-        with client(gw).responses.stream(model="up/x", input="Hi") as stream:
+    with client(gw) as sdk, pytest.raises(openai.APIError):
+        with sdk.responses.stream(model="up/x", input="Hi") as stream:
             server.script(sse_reply(chunk("cut"), end="abrupt"))
             stream.get_final_response()
 
@@ -339,8 +339,8 @@ def test_errors_and_ignored_fields(server: ScriptedServer, make_gateway) -> None
     error = bad_request(lambda: sdk.responses.create(model="up/x", input="Hi", max_output_tokens="many"))  # type: ignore[arg-type]
     assert (error["code"], error["param"]) == ("invalid_request", "max_output_tokens")
     assert server.requests == []  # none of these reached the upstream
-    with pytest.raises(openai.AuthenticationError):
-        client(gw, "sk-llmrelay-wrong").responses.create(model="up/x", input="Hi")
+    with client(gw, "sk-llmrelay-wrong") as wrong, pytest.raises(openai.AuthenticationError):
+        wrong.responses.create(model="up/x", input="Hi")
     with pytest.raises(openai.NotFoundError):
         sdk.responses.create(model="nowhere/x", input="Hi")
     server.script(json_reply(completion("ok")))
