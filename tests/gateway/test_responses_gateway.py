@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -29,8 +30,21 @@ WEATHER = {
 PIECES = ["Hel", "lo", ", wörld 🚀\n", '"quoted" \\ <think>x</think>', " ", "\r\n"]
 
 
+_opened: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Every SDK client a test opened is closed after it, passed or failed: none leaves a pooled socket behind."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def client(gw: Any, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base, api_key=key, max_retries=0)
+    sdk = openai.OpenAI(base_url=gw.base, api_key=key, max_retries=0)
+    _opened.append(sdk)
+    return sdk
 
 
 def streamed(*pieces: str, reasoning: tuple[str, ...] = (), finish: str = "stop", **extra: Any) -> Reply:
