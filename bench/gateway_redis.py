@@ -1,6 +1,7 @@
 """What Redis-backed limits cost the gateway (SPEC 8.8): limits off, in memory, in Redis, and ``--workers 2``.
 
-``python -m bench.gateway_redis [--reps N] [--quick]``. The same fake upstream and load generator as
+``python -m bench.gateway_redis [--reps N] [--quick] [--baseline DIR]`` (``--baseline``: also "limits in Redis" with the
+llmrelay package of another checkout, e.g. a git worktree of main, interleaved in the same run). The same fake upstream and load generator as
 ``python -m bench.gateway`` (each in its own process); one key with rpm, tpm and max_concurrent set so high
 that nothing is refused, so every request runs the whole check (admit, release, token accounting). A
 redis-server of its own (free port, no persistence) is started and stopped. Interleaved repetitions, medians.
@@ -46,7 +47,7 @@ class RedisBench(Bench):
         )
         time.sleep(0.5)
 
-    def start_gateway(self, name: str, limits: bool, redis: bool, workers: int) -> Target:
+    def start_gateway(self, name: str, limits: bool, redis: bool, workers: int, source: str | None = None) -> Target:
         digest = hashlib.sha256(KEY.encode()).hexdigest()
         server = f'[server]\nredis_url = "redis://127.0.0.1:{self.redis_port}/0"\n' if redis else ""
         config = self.tmp / f"{name.replace(' ', '-')}.toml"
@@ -57,12 +58,14 @@ class RedisBench(Bench):
         port = _free_port()
         log = open(self.tmp / f"{config.stem}.log", "wb")  # the access log is on, written to a file
         command = str(Path(sys.executable).parent / "llmrelay")
+        env = {**os.environ, "PYTHONPATH": source} if source else None  # that checkout's llmrelay first
         process = self.spawn(
             [command, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)],
             self.proxy_cpus if workers == 1 else None,  # two workers get every CPU
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
+            env=env,
         )
         _wait_http(f"http://127.0.0.1:{port}/health")
         return Target(name, port, process, "fake/", KEY)
@@ -94,6 +97,9 @@ class RedisBench(Bench):
             self.start_gateway("limits in Redis", True, True, 1),
             self.start_gateway("limits in Redis, --workers 2", True, True, 2),
         ]
+        if self.args.baseline:
+            name = f"limits in Redis ({Path(self.args.baseline).name})"
+            self.targets.insert(2, self.start_gateway(name, True, True, 1, str(Path(self.args.baseline).resolve())))
         time.sleep(1.0)
         for rep in range(self.args.reps):
             for target in self.targets:
@@ -190,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--state-only", action="store_true", help="only the in-process cost of each state")
     parser.add_argument("--no-tpm", action="store_true", help="the key's limits without tpm (rpm, max_concurrent)")
+    parser.add_argument("--baseline", metavar="DIR", help="also measure the llmrelay package of this checkout")
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
-__all__ = ["RedisServer", "free_port", "redis_server_path"]
+__all__ = ["Monitor", "RedisServer", "free_port", "redis_server_path"]
 
 # DEBUG SLEEP stands for a slow Redis in the tests; Redis >= 7 refuses DEBUG unless enabled.
 _DEBUG = ["--enable-debug-command", "local"]
@@ -35,7 +37,8 @@ def _ping(port: int) -> bool:
 
 
 class RedisServer:
-    """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``stop()``."""
+    """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``pause()`` /
+    ``resume()`` it (SIGSTOP / SIGCONT), ``stop()``."""
 
     def __init__(self, port: int | None = None) -> None:
         path = redis_server_path()
@@ -74,8 +77,20 @@ class RedisServer:
             self.process.wait(10)
             self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections but answers nothing (a stalled or partitioned Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`: it answers again, with everything it held."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             with contextlib.suppress(ProcessLookupError):
                 self.process.terminate()
             try:
@@ -96,3 +111,55 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Monitor:
+    """Every command clients send to a redis-server (its MONITOR feed), from ``with Monitor(port) as m:`` until
+    ``m.commands()``: (client address, COMMAND) pairs, without the commands scripts run inside Redis."""
+
+    _LINE = re.compile(rb'^\+\d+\.\d+ \[\d+ ([^\]]+)\] "([^"]+)"')
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._data = bytearray()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Monitor:
+        self._sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self._sock.sendall(b"MONITOR\r\n")
+        if not self._sock.recv(5).startswith(b"+OK"):
+            raise RuntimeError("MONITOR refused")
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._sock is not None
+        with contextlib.suppress(OSError):
+            while chunk := self._sock.recv(65536):
+                self._data += chunk
+
+    def commands(self) -> list[tuple[str, str]]:
+        """What was sent so far (a marker command from another client tells when the feed has caught up)."""
+        marker = f"monitor-end-{time.monotonic_ns()}"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(f"ECHO {marker}\r\n".encode())
+            sock.recv(256)
+        deadline = time.monotonic() + 10
+        while marker.encode() not in self._data:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the MONITOR feed never showed the marker")
+            time.sleep(0.01)
+        found = []
+        for line in bytes(self._data).split(b"\r\n"):
+            match = self._LINE.match(line)
+            if match and match.group(1) != b"lua" and marker.encode() not in line:
+                found.append((match.group(1).decode(), match.group(2).decode().upper()))
+        return found
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._thread is not None:
+            self._thread.join(5)

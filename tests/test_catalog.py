@@ -125,7 +125,6 @@ def test_unknown_name_lists_the_known_ones() -> None:
 
 
 def test_local_is_resolved_lazily() -> None:
-    pytest.importorskip("llmrelay.providers.local")
     local = get_provider("Local")
     assert local.__name__ == "Local"
     assert issubclass(local, OpenaiTemplate)
@@ -143,7 +142,6 @@ def test_importing_the_catalog_does_not_import_local() -> None:
 
 
 def test_default_is_local_without_any_key() -> None:
-    pytest.importorskip("llmrelay.providers.local")
     assert default_provider() is get_provider("local")
 
 

@@ -40,6 +40,7 @@ def test_an_exchange_is_logged_with_everything(server, tmp_path: Path) -> None:
             chunk(finish_reason="stop", model="served"),
             chunk(choices=[], usage=usage(4, 2)),
             "[DONE]",
+            delay=0.1,  # 0.4 s from the first event to the last: the durations below cannot be shorter
         )
     )
     result = run(["chat", "-m", "m", "-s", "Be brief.", "-t", "0.2", "Sky colour?"], env=env_for(server, db))
@@ -55,8 +56,8 @@ def test_an_exchange_is_logged_with_everything(server, tmp_path: Path) -> None:
     assert entry["finish_reason"] == "stop"
     assert entry["error"] is None
     assert entry["options"]["temperature"] == 0.2
-    assert entry["duration_ms"] >= 0
-    assert entry["first_token_ms"] is not None
+    # The first token (the reasoning) came with the first event; the last event 4 x 0.1 s later.
+    assert 0 <= entry["first_token_ms"] and entry["duration_ms"] - entry["first_token_ms"] >= 399
     assert len(entry["conversation_id"]) == 32
     text = logs(db).stdout.decode()
     assert "## Prompt\n\nSky colour?" in text

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from redis_server import RedisServer
+from redis_server import Monitor, RedisServer
 
 pytest.importorskip("redis")
 
@@ -38,6 +38,22 @@ async def limit_of(call: Awaitable[Any]) -> LimitExceeded:
     with pytest.raises(LimitExceeded) as info:
         await call
     return info.value
+
+
+async def redis_now_ms(state: RedisState) -> float:
+    seconds, micros = await state._redis.time()
+    return seconds * 1000 + micros / 1000
+
+
+def answers_ping(port: int) -> bool:
+    """True if Redis answers PING within 50 ms (False while it sleeps in DEBUG SLEEP)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.settimeout(0.05)
+        sock.sendall(b"PING\r\n")
+        try:
+            return sock.recv(64).startswith(b"+PONG")
+        except TimeoutError:
+            return False
 
 
 def redis_command(port: int, *words: str) -> bytes:
@@ -170,8 +186,16 @@ def test_slots_are_renewed_while_held_and_expire_when_the_holder_dies(redis: Red
         try:
             slot = await holder.admit("alice", None, None, 1)
             assert slot is not None
-            await asyncio.sleep(1.5)  # 2.5 ttls: held only because it was renewed
-            assert (await limit_of(other.admit("alice", None, None, 1))).limit == "max_concurrent"
+            slots = holder._key("slots", "alice")
+            member = slot.removeprefix("r:")
+            first_expiry = await holder._redis.zscore(slots, member)
+            # Wait (by Redis's clock) until the slot's first expiry has passed: it is held only if it was renewed.
+            deadline = time.monotonic() + 10
+            while (await redis_now_ms(holder)) <= first_expiry + 100:
+                assert time.monotonic() < deadline, "Redis's clock did not move"
+                await asyncio.sleep(0.05)
+            assert await holder._redis.zscore(slots, member) > first_expiry  # renewed ...
+            assert (await limit_of(other.admit("alice", None, None, 1))).limit == "max_concurrent"  # ... so held
             # The holder "dies": renewal stops, nothing is released.
             assert holder._renewer is not None
             holder._renewer.cancel()
@@ -300,13 +324,49 @@ def test_redis_lost_falls_back_logs_once_and_comes_back(caplog: pytest.LogCaptur
                         break
                     await asyncio.sleep(0.05)
                 assert ok, "never went back to Redis"
-                assert any("answers again" in r.getMessage() for r in caplog.records)
+                assert any("answers again: " in r.getMessage() for r in caplog.records)
                 # Shared again: what A counts, B sees (the restarted Redis starts empty).
                 for _ in range(2):
                     await a.admit("carol", 2, None, None)
                 assert (await limit_of(b.admit("carol", 2, None, None))).limit == "rpm"
             finally:
                 await closing(a, b)
+
+        run(main())
+
+
+def test_every_outage_and_every_recovery_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Redis stopped (SIGSTOP) and continued, again and again: each outage and each recovery is logged and counted,
+    up to five outages a minute (a flapping Redis cannot flood the log; the sixth is counted, not logged)."""
+    errors: list[int] = []
+    caplog.set_level(logging.WARNING, logger="llmrelay.server.redis")
+
+    def lines(word: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if word in r.getMessage()]
+
+    with RedisServer() as own:
+
+        async def main() -> None:
+            a = RedisState(own.url, timeout_s=0.1, probe_interval_s=0.05, on_error=lambda: errors.append(1))
+            await a.connect()
+            try:
+                for outage in range(1, 7):
+                    own.pause()
+                    assert await a.admit("alice", 1000, None, None) is None  # answered from memory
+                    assert not a.shared
+                    logged = min(outage, 5)
+                    assert len(lines("failed (")) == logged and len(errors) == outage
+                    own.resume()
+                    for _ in range(200):
+                        if a.shared:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert a.shared, f"never went back to Redis after outage {outage}"
+                    assert len(lines("answers again: ")) == logged
+                    assert await a.admit("alice", 1000, None, None) is None  # shared again
+                assert len(errors) == 6
+            finally:
+                await a.close()
 
         run(main())
 
@@ -320,7 +380,8 @@ def test_slow_redis_adds_a_bounded_delay(redis: RedisServer) -> None:
         try:
             await a.admit("alice", 10, None, None)  # a connection is open: the next call only waits on the read
             stall = asyncio.get_running_loop().run_in_executor(None, redis_command, redis.port, "DEBUG", "SLEEP", "3")
-            await asyncio.sleep(0.2)  # the stall has begun
+            while answers_ping(redis.port):  # until the stall has begun
+                await asyncio.sleep(0.01)
             started = time.monotonic()
             assert await a.admit("alice", 10, None, None) is None
             elapsed = time.monotonic() - started
@@ -357,8 +418,8 @@ def test_tokens_of_a_request_holding_a_slot_are_counted_with_its_release(redis: 
 
 
 def test_a_read_only_redis_is_logged_once_while_it_flaps(redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
-    """A Redis turned read-only (made a replica) answers PING but refuses writes: the state goes back to it and
-    falls back again, yet logs one line; writable again, it is shared again."""
+    """A Redis turned read-only (made a replica) answers PING but refuses writes: it has not come back (the probe
+    writes), so one line is logged and the state stays in memory; writable again, it is shared again."""
     caplog.set_level(logging.WARNING, logger="llmrelay.server.redis")
     errors: list[int] = []
 
@@ -370,9 +431,10 @@ def test_a_read_only_redis_is_logged_once_while_it_flaps(redis: RedisServer, cap
             for _ in range(20):
                 assert await a.admit("alice", 1000, None, None) is None  # from memory
                 await asyncio.sleep(0.03)
-            assert len(errors) >= 2  # it went back to Redis and failed again, more than once ...
+            assert len(errors) == 1 and not a.shared  # it did not go back to a Redis that refuses writes ...
             lost = [r.getMessage() for r in caplog.records if "failed (" in r.getMessage()]
             assert len(lost) == 1 and "read only replica" in lost[0]  # ... and said so once
+            assert not [r for r in caplog.records if "answers again: " in r.getMessage()]
         finally:
             redis_command(redis.port, "REPLICAOF", "NO", "ONE")
         for _ in range(50):
@@ -381,6 +443,41 @@ def test_a_read_only_redis_is_logged_once_while_it_flaps(redis: RedisServer, cap
             if a.shared:
                 break
         assert a.shared and (await limit_of(a.admit("bob", 1, None, None))).limit == "rpm"
+        assert [r for r in caplog.records if "answers again: " in r.getMessage()]
         await a.close()
+
+    run(main())
+
+
+def test_a_release_is_written_without_waiting_and_applied_before_the_next_admit(redis: RedisServer) -> None:
+    """A request costs one round trip: admit waits for Redis's answer; the release (with the request's tokens) is
+    written on the same connection and not waited for, so this process's next admit (max_concurrent = 1) finds
+    the slot free. What Redis received is read from its MONITOR feed."""
+
+    async def requests(a: RedisState) -> None:
+        for _ in range(5):
+            slot = await a.admit("alice", 1000, None, 1)
+            assert slot is not None and a._pipe.pending == 0  # admit waited for its answer
+            await a.release("alice", slot)
+            assert a._pipe.pending == 1  # the release is on its way, its answer not read
+        slot = await a.admit("alice", 1000, 100, 1)
+        assert slot is not None
+        await a.add_tokens("alice", 7)
+        await a.release("alice", slot)  # the slot back and the tokens: still one command
+
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            with Monitor(redis.port) as monitor:
+                await requests(a)
+                await a.close()  # reads the answers still due
+                sent = monitor.commands()
+            assert a._pipe.pending == 0 and a.shared
+            assert [command for _, command in sent] == ["EVALSHA", "ZREM"] * 5 + ["EVALSHA", "EVALSHA"]
+            assert len({client for client, _ in sent}) == 1  # one connection: each release before the next admit
+            assert int(await b._redis.get(b._key("tpm-sum", "alice"))) == 7
+            assert await b._redis.zcard(b._key("slots", "alice")) == 0
+        finally:
+            await closing(b)
 
     run(main())

@@ -99,6 +99,30 @@ def test_count_bound_is_per_process_lru(backend: Backend) -> None:
     run(main())
 
 
+def test_byte_bound(backend: Backend) -> None:
+    async def main() -> None:
+        async with backend() as state:
+            await state.response_put("k", "resp_big", b"b" * 101, 60, 10, 100)  # larger than the bound: not kept
+            assert await state.response_get("k", "resp_big") is None
+            await state.response_put("k", "resp_0", b"0" * 40, 60, 10, 100)
+            await state.response_put("k", "resp_1", b"1" * 40, 60, 10, 100)
+            assert await state.response_get("k", "resp_0") is not None  # used: 1 is now the least recent
+            await state.response_put("k", "resp_2", b"2" * 40, 60, 10, 100)  # 120 > 100
+            kept = {number for number in range(3) if await state.response_get("k", f"resp_{number}") is not None}
+            if not isinstance(state, MemoryState):
+                assert kept == {0, 1, 2}  # Redis: per record only (Redis's maxmemory bounds the rest)
+                return
+            assert kept == {0, 2}
+            await state.response_put("k", "resp_0", b"0" * 10, 60, 10, 100)  # replaced: its old bytes go
+            await state.response_put("k", "resp_3", b"3" * 50, 60, 10, 100)  # 10 + 40 + 50 = 100: all kept
+            assert all([await state.response_get("k", f"resp_{n}") is not None for n in (0, 2, 3)])
+            assert await state.response_delete("k", "resp_3") is True
+            await state.response_put("k", "resp_4", b"4" * 50, 60, 10, 100)  # deleted bytes went too
+            assert all([await state.response_get("k", f"resp_{n}") is not None for n in (0, 2, 4)])
+
+    run(main())
+
+
 def test_replicas_share_stored_responses(redis: RedisServer) -> None:
     pytest.importorskip("redis")
     from llmrelay.server.redis_state import RedisState

@@ -16,6 +16,13 @@ import time
 
 FIRST_TEXT = b'"Once"'  # the first text piece of every bench answer (bench.payload.piece(0)), JSON-quoted
 
+# Per door (--door): its path, and what a complete answer holds (non-streamed body; the end of a stream).
+DOORS = {
+    "chat": ("/v1/chat/completions", b'"finish_reason":"stop"', b"data: [DONE]"),
+    "responses": ("/v1/responses", b'"status":"completed"', b"response.completed"),
+    "messages": ("/v1/messages", b'"stop_reason":"end_turn"', b"message_stop"),
+}
+
 
 def _children(pid: int) -> list[int]:
     found = [pid]
@@ -63,8 +70,11 @@ class Stats:
         self.done = 0
 
 
-async def _read_response(reader: asyncio.StreamReader, start: float, stats: Stats, stream: bool) -> bool:
+async def _read_response(
+    reader: asyncio.StreamReader, start: float, stats: Stats, stream: bool, door: str = "chat"
+) -> bool:
     """Read one response; True when the connection may be reused."""
+    _, complete, stream_end = DOORS[door]
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     lower = head.lower()
@@ -72,6 +82,7 @@ async def _read_response(reader: asyncio.StreamReader, start: float, stats: Stat
     seen_first = not stream
     ok = status == 200
     tail = b""
+    ended = False
     if b"transfer-encoding: chunked" in lower:
         while True:
             size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
@@ -82,14 +93,15 @@ async def _read_response(reader: asyncio.StreamReader, start: float, stats: Stat
             if not seen_first and FIRST_TEXT in data:
                 seen_first = True
                 stats.ttfts.append((time.perf_counter() - start) * 1000)
-            tail = (tail + data)[-64:]
-        if stream and b"data: [DONE]" not in tail:
+            ended = stream_end in tail + data  # the end event (it may be followed by more bytes of its own)
+            tail = data[-32:]
+        if stream and not ended:
             ok = False
     else:
         index = lower.find(b"content-length:")
         length = int(lower[index + 15 : lower.index(b"\r\n", index)]) if index >= 0 else 0
         body = await reader.readexactly(length)
-        if not stream and b'"finish_reason":"stop"' not in body:
+        if not stream and complete not in body:
             ok = False
         if stream:
             ok = False
@@ -111,7 +123,7 @@ async def worker(args: argparse.Namespace, request: bytes, stats: Stats, deadlin
             assert reader is not None
             start = time.perf_counter()
             writer.write(request)
-            if not await _read_response(reader, start, stats, args.stream):
+            if not await _read_response(reader, start, stats, args.stream, args.door):
                 writer.close()
                 reader = writer = None
         except (OSError, asyncio.IncompleteReadError, ValueError) as error:
@@ -124,15 +136,20 @@ async def worker(args: argparse.Namespace, request: bytes, stats: Stats, deadlin
 
 
 def build_request(args: argparse.Namespace) -> bytes:
-    body = {
-        "model": args.model,
-        "messages": [{"role": "user", "content": "Tell me a long story."}],
-        "stream": args.stream,
-    }
+    question = "Tell me a long story."
+    body: dict = {"model": args.model, "stream": args.stream}
+    if args.door == "responses":
+        body["input"] = question
+    else:
+        body["messages"] = [{"role": "user", "content": question}]
+    if args.door == "messages":
+        body["max_tokens"] = 4096
     data = json.dumps(body).encode()
+    path = args.path or DOORS[args.door][0]
     auth = f"Authorization: Bearer {args.key}\r\n" if args.key else ""
+    auth += "".join(f"{header}\r\n" for header in args.header)
     return (
-        f"POST {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nContent-Type: application/json\r\n"
         f"{auth}Content-Length: {len(data)}\r\n\r\n"
     ).encode() + data
 
@@ -175,9 +192,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", default="/v1/chat/completions")
+    parser.add_argument("--door", choices=sorted(DOORS), default="chat", help="the API shape of the requests")
+    parser.add_argument("--path", help="default: the door's path")
     parser.add_argument("--model", required=True)
     parser.add_argument("--key")
+    parser.add_argument("--header", action="append", default=[], help="an extra request header, 'Name: value'")
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--count", type=int, default=100)

@@ -1,7 +1,12 @@
-"""Gateway benchmark: direct, llmrelay's gateway, a minimal aiohttp pass-through and LiteLLM's proxy, side by side.
+"""Gateway benchmark: direct, llmrelay's gateway, a minimal aiohttp pass-through, LiteLLM's proxy and the Portkey
+gateway, side by side.
 
-``python -m bench.gateway`` (``--quick`` for a smoke run; ``--reps N``; ``--no-litellm``; ``--litellm PATH`` to the
-``litellm`` command of a separate virtualenv, default /work/bench-venvs/litellm/bin/litellm). Every piece runs in
+``python -m bench.gateway`` (``--quick`` for a smoke run; ``--reps N``; ``--no-litellm``, ``--no-portkey``;
+``--litellm PATH`` to another ``litellm`` command; ``--asyncio`` adds the gateway on asyncio's own event loop beside
+the uvloop one). LiteLLM and Portkey are found where ``python -m bench.peers install`` puts them (bench/.peers/,
+git-ignored); each is skipped, with the reason printed, when missing. The gateway's other doors (/v1/responses,
+/v1/messages when the gateway has it) get their own table: CPU per request and per stream, as ratios to the chat
+door's in the same run. Every piece runs in
 its own process: the fake upstream (bench/server.py), each proxy, and the load generator (bench/gateway/load.py).
 With two or more CPUs the proxy under test is pinned to CPU 0 and the upstream and load generator to the others;
 the proxies not being measured are stopped (SIGSTOP) meanwhile.
@@ -21,17 +26,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from bench import peers
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-llmrelay-bench-0123456789abcdef"
 STREAM = "stream-16"
 NONSTREAM = "stream-16"  # the same answer as one chat.completion JSON
 HOLD = "drip-30-130"  # 30 chunks, one every 130 ms: about 4 s open
-LITELLM = "/work/bench-venvs/litellm/bin/litellm"
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
+DOORS = ("responses", "messages")  # measured beside the chat door on the llmrelay gateway
 
 
 def _cpus() -> tuple[set[int] | None, set[int] | None]:
@@ -52,9 +61,11 @@ def _pinned(cpus: set[int] | None) -> Any:
     return pin
 
 
-def _wait_http(url: str, seconds: float = 60.0) -> None:
+def _wait_http(url: str, seconds: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + seconds
     while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"it exited ({process.returncode}) before answering")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
@@ -82,12 +93,15 @@ class Target:
         process: subprocess.Popen[bytes] | None,
         model_prefix: str = "",
         key: str | None = None,
+        headers: list[str] | None = None,
     ) -> None:
         self.name = name
         self.port = port
         self.process = process
         self.prefix = model_prefix
         self.key = key
+        self.headers = headers or []
+        self.doors: list[str] = []  # other doors than chat measured on this target
         self.rss_start_kb = 0
         self.results: dict[str, list[Any]] = {}
 
@@ -133,7 +147,7 @@ class Bench:
         self.upstream_port = int(process.stdout.readline().split()[0])
         self.upstream = Target("upstream", self.upstream_port, process)
 
-    def start_llmrelay(self) -> Target:
+    def start_llmrelay(self, loop: str = "uvloop") -> Target:
         digest = hashlib.sha256(KEY.encode()).hexdigest()
         config = self.tmp / "gateway.toml"
         config.write_text(
@@ -142,16 +156,40 @@ class Bench:
         )
         port = _free_port()
         log = open(self.tmp / "gateway-access.log", "wb")  # the access log is on, written to a file
-        command = str(Path(sys.executable).parent / "llmrelay")
+        command = [str(Path(sys.executable).parent / "llmrelay")]
+        name = "llmrelay gateway"
+        if loop == "asyncio":  # uvloop made unimportable: the gateway runs on asyncio's own loop
+            command = [sys.executable, "-c", NO_UVLOOP]
+            name += " (asyncio loop)"
         process = self.spawn(
-            [command, "serve", "--config", str(config), "--port", str(port)],
+            [*command, "serve", "--config", str(config), "--port", str(port)],
             self.proxy_cpus,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
         _wait_http(f"http://127.0.0.1:{port}/health")
-        return Target("llmrelay gateway", port, process, "fake/", KEY)
+        target = Target(name, port, process, "fake/", KEY)
+        if loop == "uvloop":
+            target.doors = [door for door in DOORS if self._has_door(target, door)]
+        return target
+
+    def _has_door(self, target: Target, door: str) -> bool:
+        from .load import DOORS as PATHS
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{target.port}{PATHS[door][0]}",
+            data=b"{}",
+            method="POST",
+            headers={"Authorization": f"Bearer {target.key}", "Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as error:
+            if error.code in (404, 405):
+                print(f"door {door} not measured: the gateway has no {PATHS[door][0]}", file=sys.stderr)
+                return False
+        return True
 
     def start_passthrough(self) -> Target:
         process = self.spawn(
@@ -164,10 +202,29 @@ class Bench:
         port = int(process.stdout.readline())
         return Target("aiohttp pass-through", port, process)
 
+    def start_portkey(self) -> Target | None:
+        missing = peers.portkey_missing()
+        if missing is not None:
+            print(f"Portkey not measured: {missing}", file=sys.stderr)
+            return None
+        port = _free_port()
+        log = open(self.tmp / "portkey.log", "wb")
+        process = self.spawn(
+            peers.portkey_argv(port), self.proxy_cpus, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            _wait_http(f"http://127.0.0.1:{port}/", 60, process)
+        except RuntimeError as error:
+            print(f"Portkey not measured: {error} (log: {self.tmp / 'portkey.log'})", file=sys.stderr)
+            Target("portkey", port, process).stop()
+            return None
+        headers = ["x-portkey-provider: openai", f"x-portkey-custom-host: http://127.0.0.1:{self.upstream_port}/v1"]
+        return Target("Portkey gateway", port, process, key="sk-fake", headers=headers)
+
     def start_litellm(self) -> Target | None:
-        command = self.args.litellm
+        command = self.args.litellm or str(peers.litellm_command())
         if not Path(command).exists():
-            print(f"LiteLLM not measured: {command} does not exist", file=sys.stderr)
+            print(f"LiteLLM not measured: {command} does not exist (python -m bench.peers install)", file=sys.stderr)
             return None
         config = self.tmp / "litellm.yaml"
         entries = "".join(
@@ -175,7 +232,10 @@ class Bench:
             f"      api_base: http://127.0.0.1:{self.upstream_port}/v1\n      api_key: sk-fake\n"
             for model in (STREAM, HOLD)
         )
-        config.write_text("model_list:\n" + entries + "litellm_settings:\n  telemetry: false\n")
+        config.write_text(
+            "model_list:\n" + entries + "litellm_settings:\n  telemetry: false\n"
+            f"general_settings:\n  master_key: {LITELLM_KEY}\n"  # recent versions refuse to start without one
+        )
         port = _free_port()
         log = open(self.tmp / "litellm.log", "wb")
         env = {**os.environ, "LITELLM_LOG": "ERROR", "DISABLE_ADMIN_UI": "True", "LITELLM_TELEMETRY": "False"}
@@ -188,12 +248,12 @@ class Bench:
             env=env,
         )
         try:
-            _wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180)
+            _wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180, process)
         except RuntimeError as error:
             print(f"LiteLLM not measured: {error} (log: {self.tmp / 'litellm.log'})", file=sys.stderr)
             Target("litellm", port, process).stop()
             return None
-        return Target("LiteLLM proxy", port, process)
+        return Target("LiteLLM proxy", port, process, key=LITELLM_KEY)
 
     def load(
         self,
@@ -205,6 +265,7 @@ class Bench:
         seconds: float,
         rss: bool = False,
         cpu_pid: int | None = None,
+        door: str = "chat",
     ) -> dict[str, Any]:
         argv = [
             sys.executable,
@@ -223,6 +284,9 @@ class Bench:
         ]
         if stream:
             argv.append("--stream")
+        argv += ["--door", door]
+        for header in target.headers:
+            argv += ["--header", header]
         if target.key:
             argv += ["--key", target.key]
         pid = cpu_pid or target.pid
@@ -238,25 +302,37 @@ class Bench:
         return json.loads(done.stdout)
 
     def measure(self, target: Target, quick: bool) -> None:
+        """One repetition on ``target``; a measurement where nothing succeeded adds only its errors (shown as
+        "fail" in the table)."""
         scale = 0.25 if quick else 1.0
         n = lambda count: max(20, int(count * scale))  # noqa: E731
         self.load(target, NONSTREAM, False, 8, n(200), 10)  # warm-up: connections, caches
         result = self.load(target, NONSTREAM, False, 1, n(400), 15)
-        target.add("p50", statistics.median(result["latencies"]))
-        target.add("p99", _percentile(result["latencies"], 99))
+        if result["latencies"]:
+            target.add("p50", statistics.median(result["latencies"]))
+            target.add("p99", _percentile(result["latencies"], 99))
         target.add("errors", result["errors"])
         result = self.load(target, STREAM, True, 1, n(300), 15)
-        target.add("ttft", statistics.median(result["ttfts"]))
+        if result["ttfts"]:
+            target.add("ttft", statistics.median(result["ttfts"]))
         target.add("errors", result["errors"])
         result = self.load(target, NONSTREAM, False, 64, n(4000), 12)
-        target.add("rps", result["done"] / result["wall"])
-        target.add("cpu", result["cpu"] / max(1, result["done"]) * 1000)
-        target.add("p50_64", statistics.median(result["latencies"]))
+        if result["done"]:
+            target.add("rps", result["done"] / result["wall"])
+            target.add("cpu", result["cpu"] / result["done"] * 1000)
+            target.add("p50_64", statistics.median(result["latencies"]))
         target.add("errors", result["errors"])
         result = self.load(target, STREAM, True, 64, n(3000), 12)
-        target.add("rps_stream", result["done"] / result["wall"])
-        target.add("cpu_stream", result["cpu"] / max(1, result["done"]) * 1000)
+        if result["done"]:
+            target.add("rps_stream", result["done"] / result["wall"])
+            target.add("cpu_stream", result["cpu"] / result["done"] * 1000)
         target.add("errors", result["errors"])
+        for door in target.doors:
+            for stream, count, name in ((False, 4000, f"cpu_{door}"), (True, 3000, f"cpu_stream_{door}")):
+                result = self.load(target, STREAM, stream, 64, n(count), 12, door=door)
+                if result["done"]:
+                    target.add(name, result["cpu"] / result["done"] * 1000)
+                target.add(f"errors_{door}", result["errors"])
 
     def hold(self, target: Target) -> None:
         result = self.load(target, HOLD, True, self.args.streams, self.args.streams, 60, rss=True)
@@ -286,6 +362,12 @@ class Bench:
         self.targets.append(direct)
         for start in (self.start_passthrough, self.start_llmrelay):
             self.targets.append(start())
+        if self.args.asyncio:
+            self.targets.append(self.start_llmrelay("asyncio"))
+        if not self.args.no_portkey:
+            portkey = self.start_portkey()
+            if portkey is not None:
+                self.targets.append(portkey)
         if not self.args.no_litellm:
             litellm = self.start_litellm()
             if litellm is not None:
@@ -332,8 +414,9 @@ class Bench:
 
     def table(self) -> str:
         direct = self.targets[0]
-        base = {name: statistics.median(values) for name, values in direct.results.items() if name != "errors"}
+        base = _medians(direct)
         floor = next((t for t in self.targets if t.name.startswith("aiohttp")), None)
+        floor_med = _medians(floor) if floor is not None else {}
         rows = [
             "| | CPU/request ms | CPU/16-chunk stream ms | req/s c=64 | streams/s c=64 | p50 c=1 ms (added) "
             "| p99 c=1 ms (added) | first chunk c=1 ms (added) | p50 c=64 ms | RSS start MB | RSS 1000 streams MB "
@@ -341,18 +424,24 @@ class Bench:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for target in self.targets:
-            med = {name: statistics.median(values) for name, values in target.results.items() if name != "errors"}
-            errors = sum(target.results.get("errors", []))
+            med = _medians(target)
             proxied = target is not direct
-            cpu = f"{med['cpu']:.3f}" if proxied else "(upstream)"
-            cpu_stream = f"{med['cpu_stream']:.3f}" if proxied else "(upstream)"
-            if proxied and floor is not None and target is not floor:
-                floor_med = statistics.median(floor.results["cpu"]), statistics.median(floor.results["cpu_stream"])
-                cpu += f" ({med['cpu'] / floor_med[0]:.2f}× floor)"
-                cpu_stream += f" ({med['cpu_stream'] / floor_med[1]:.2f}× floor)"
+
+            def value(name: str, spec: str = ".0f", med: dict[str, float] = med) -> str:
+                return format(med[name], spec) if name in med else "fail"
+
+            def cpu(name: str, med: dict[str, float] = med, target: Target = target, proxied: bool = proxied) -> str:
+                if not proxied:
+                    return "(upstream)"
+                text = value(name, ".3f")
+                if name in med and target is not floor and floor_med.get(name):
+                    text += f" ({med[name] / floor_med[name]:.2f}× floor)"
+                return text
 
             def added(name: str, med: dict[str, float] = med, proxied: bool = proxied) -> str:
-                return f"{med[name]:.2f}" + (f" (+{med[name] - base[name]:.2f})" if proxied else "")
+                if name not in med:
+                    return "fail"
+                return f"{med[name]:.2f}" + (f" (+{med[name] - base[name]:.2f})" if proxied and name in base else "")
 
             if proxied:
                 held = getattr(target, "held", 0)
@@ -362,10 +451,34 @@ class Bench:
             else:
                 memory = start = "-"
             rows.append(
-                f"| {target.name} | {cpu} | {cpu_stream} | {med['rps']:.0f} | {med['rps_stream']:.0f} "
-                f"| {added('p50')} | {added('p99')} | {added('ttft')} | {med['p50_64']:.1f} | {start} | {memory} "
-                f"| {errors} |"
+                f"| {target.name} | {cpu('cpu')} | {cpu('cpu_stream')} | {value('rps')} | {value('rps_stream')} "
+                f"| {added('p50')} | {added('p99')} | {added('ttft')} | {value('p50_64', '.1f')} | {start} | {memory} "
+                f"| {sum(target.results.get('errors', []))} |"
             )
+        return "\n".join(rows) + self.door_table()
+
+    def door_table(self) -> str:
+        gateway = next((t for t in self.targets if t.name == "llmrelay gateway"), None)
+        if gateway is None or "cpu" not in gateway.results:
+            return ""
+        med = _medians(gateway)
+        rows = [
+            "",
+            "",
+            "The llmrelay gateway per door (c=64, the same run; ratios to the chat door):",
+            "",
+            "| door | CPU/request ms | CPU/16-chunk stream ms | errors |",
+            "|---|---|---|---|",
+            f"| chat (/v1/chat/completions) | {med['cpu']:.3f} | {med['cpu_stream']:.3f} | - |",
+        ]
+        for door in DOORS:
+            if door not in gateway.doors:
+                rows.append(f"| {door} | not measured: the gateway has no such door | | |")
+                continue
+            cells = []
+            for name, chat in ((f"cpu_{door}", "cpu"), (f"cpu_stream_{door}", "cpu_stream")):
+                cells.append(f"{med[name]:.3f} ({med[name] / med[chat]:.2f}× chat)" if name in med else "fail")
+            rows.append(f"| {door} | {cells[0]} | {cells[1]} | {sum(gateway.results.get(f'errors_{door}', []))} |")
         return "\n".join(rows)
 
     def close(self) -> None:
@@ -383,6 +496,13 @@ class Bench:
                     os.killpg(process.pid, signal.SIGKILL)
 
 
+NO_UVLOOP = "import sys; sys.modules['uvloop'] = None; from llmrelay.cli import main; sys.exit(main())"
+
+
+def _medians(target: Target) -> dict[str, float]:
+    return {name: statistics.median(values) for name, values in target.results.items() if "errors" not in name}
+
+
 def _percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
@@ -394,7 +514,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
     parser.add_argument("--streams", type=int, default=1000, help="streams held open at once for the memory row")
     parser.add_argument("--no-litellm", action="store_true")
-    parser.add_argument("--litellm", default=LITELLM, help="the litellm command of its own virtualenv")
+    parser.add_argument("--no-portkey", action="store_true")
+    parser.add_argument("--litellm", help="the litellm command of its own virtualenv (default: bench/.peers)")
+    parser.add_argument("--asyncio", action="store_true", help="also the gateway on asyncio's loop (not uvloop)")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--soak", type=int, metavar="N", help="instead: the gateway's RSS before and after N requests")

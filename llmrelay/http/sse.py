@@ -175,7 +175,7 @@ class SSEDecoder:
             if b"\0" not in value:
                 self.last_event_id = value
         elif name == b"retry":
-            if value.isdigit():
+            if value.isdigit() and len(value) <= 12:  # the upstream's text: int() refuses over 4300 digits
                 self.retry = int(value)
 
 

@@ -51,8 +51,11 @@ from ..errors import (
     StreamIncompleteError,
     UnsupportedParameterError,
 )
+from ..http.session import DEFAULT_TIMEOUT, open_response
+from ..responses import FinishReason, Reasoning, ToolCalls, Usage
 from ..typing import AsyncResult, Messages
 from .embeddings import check_embedding_input
+from .reading import read_body
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -75,6 +78,8 @@ __all__ = [
     "running_server",
     "shutdown_server",
     "start_server",
+    "StreamTokens",
+    "count_tokens",
 ]
 
 DEFAULT_ALIAS = "smollm2"
@@ -238,9 +243,10 @@ _GGUF_STRING, _GGUF_ARRAY = 8, 9
 class _GGUFReader:
     """Just enough of the GGUF header format to read scalar metadata without loading the model."""
 
-    def __init__(self, file: BinaryIO, path: Path) -> None:
+    def __init__(self, file: BinaryIO, path: Path, keep_strings: bool = False) -> None:
         self.file = file
         self.path = path
+        self.keep_strings = keep_strings  # keep arrays of strings (the token table) instead of skipping them
 
     def read(self, size: int) -> bytes:
         data = self.file.read(size)
@@ -263,15 +269,17 @@ class _GGUFReader:
             item_kind, count = self.unpack("I"), self.unpack("Q")
             if item_kind in _GGUF_SCALARS:  # skipped, not read: token tables are large
                 self.file.seek(count * struct.calcsize(_GGUF_SCALARS[item_kind]), os.SEEK_CUR)
-            else:
-                for _ in range(count):
-                    self.value(item_kind)
-            return None
+                return None
+            items = [self.value(item_kind) for _ in range(count)]
+            return items if self.keep_strings and item_kind == _GGUF_STRING else None
         raise RelayError(f"{self.path} is not a valid GGUF model file (unknown metadata type {kind})")
 
 
-def gguf_metadata(path: str | os.PathLike[str], wanted: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Scalar metadata of a GGUF file (arrays are skipped), read from its header only.
+def gguf_metadata(
+    path: str | os.PathLike[str], wanted: tuple[str, ...] = (), keep_strings: bool = False
+) -> dict[str, Any]:
+    """Scalar metadata of a GGUF file (arrays are skipped; with ``keep_strings``, arrays of strings such as
+    ``tokenizer.ggml.tokens`` are kept), read from its header only.
 
     With ``wanted``, reading stops once those keys (``{arch}`` stands for
     ``general.architecture``) were seen. Raises RelayError naming the file when
@@ -280,7 +288,7 @@ def gguf_metadata(path: str | os.PathLike[str], wanted: tuple[str, ...] = ()) ->
     file_path = Path(path)
     try:
         with open(file_path, "rb") as file:
-            reader = _GGUFReader(file, file_path)
+            reader = _GGUFReader(file, file_path, keep_strings)
             if file.read(4) != GGUF_MAGIC:
                 raise RelayError(f"{file_path} is not a GGUF model file (it does not start with 'GGUF')")
             version = reader.unpack("I")
@@ -887,6 +895,46 @@ def adapt_body(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+_FORMATTERS: dict[str, Any] = {}
+_PREFIX_TOKENS: dict[int, int] = {}  # server port -> tokens /extras/tokenize adds to any text (a BOS or none)
+
+
+def chat_formatter(model_path: str | os.PathLike[str]) -> Any:
+    """The formatter llama_cpp.server renders the default alias's prompts with: llama_cpp's own Jinja2 formatter
+    over the GGUF's chat template and its bos/eos token texts (cached per file). ``None`` when the server uses one of
+    its built-in formats for this file (the prompt is then not rendered here)."""
+    key = str(model_path)
+    if key in _FORMATTERS:
+        return _FORMATTERS[key]
+    from llama_cpp import llama_chat_format
+
+    metadata = gguf_metadata(model_path, keep_strings=True)
+    template = metadata.get("tokenizer.chat_template")
+    formatter = None
+    if isinstance(template, str) and llama_chat_format.guess_chat_format_from_gguf_metadata(metadata) is None:
+        tokens = metadata.get("tokenizer.ggml.tokens") or []
+
+        def token_text(name: str) -> str:
+            index = metadata.get(f"tokenizer.ggml.{name}_token_id")
+            return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
+
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token=token_text("eos"), bos_token=token_text("bos")
+        )
+    _FORMATTERS[key] = formatter
+    return formatter
+
+
+def render_prompt(model_path: str | os.PathLike[str], body: dict[str, Any]) -> str | None:
+    """The prompt llama_cpp.server renders for an adapted chat body on the default alias, else None."""
+    formatter = chat_formatter(model_path)
+    if formatter is None:
+        return None
+    result = formatter(messages=body["messages"], tools=body.get("tools"), tool_choice=body.get("tool_choice"))
+    prompt: str = result.prompt
+    return prompt
+
+
 def _json_object_format(response_format: Any) -> Any:
     """OpenAI's ``json_schema`` response format as llama.cpp's ``json_object`` + ``schema``; others as given."""
     if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
@@ -970,6 +1018,49 @@ class Local(OpenaiTemplate):
         return body
 
     @classmethod
+    async def count_tokens_async(
+        cls, model: str, messages: list[dict[str, Any]], tools: list[Any] | None = None, **options: Any
+    ) -> int | None:
+        """The prompt tokens the server would read for this chat request, exactly: the prompt rendered as
+        llama_cpp.server renders it (same body adaptation, same Jinja2 formatter over the GGUF's template) and
+        tokenized by the server's own tokenizer (``/extras/tokenize``; the chat path adds no BOS of its own).
+        ``None`` where that rendering is not reproduced here: forced tool calls (``chatml-function-calling``),
+        images, or a GGUF the server serves with a built-in format. Sends no chat request."""
+        await cls.prepare()
+        server = get_server()
+        body: dict[str, Any] = {"model": cls.get_model(model), "messages": messages, **options}
+        if tools:
+            body["tools"] = tools
+        body = adapt_body(body)
+        if body["model"] != DEFAULT_ALIAS or _has_media(body["messages"]):
+            return None
+        rendered = await asyncio.to_thread(render_prompt, server.model_path, body)
+        if rendered is None:
+            return None
+        # /extras/tokenize adds what the vocabulary adds to any text (a BOS for some models); the chat path adds
+        # nothing of its own (the template writes it): that prefix is the count of an empty text, taken away.
+        prefix = _PREFIX_TOKENS.get(server.port)
+        if prefix is None:
+            prefix = _PREFIX_TOKENS[server.port] = await cls._tokenize(server, "")
+        return await cls._tokenize(server, rendered) - prefix
+
+    @classmethod
+    async def _tokenize(cls, server: LocalServer, text: str) -> int:
+        name = cls.get_name()
+        response = await open_response(
+            "POST",
+            f"http://{HOST}:{server.port}/extras/tokenize",
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode(),
+            provider=name,
+        )
+        data = json.loads(await read_body(response, name, DEFAULT_TIMEOUT))
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list):
+            raise RelayError("the local server's /extras/tokenize answered without a token list", provider=name)
+        return len(tokens)
+
+    @classmethod
     async def create_embeddings_async(cls, input: Any, model: str = "", **kwargs: Any) -> dict[str, Any]:
         """Embeddings from ``smollm2-embed`` (SPEC 9.4.3); 400 ``unsupported_parameter`` saying why when this
         machine cannot run llama.cpp's embedding mode, or for what the local server cannot take."""
@@ -1011,16 +1102,26 @@ class Local(OpenaiTemplate):
 
     @classmethod
     async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
-        """The template's stream, plus one llama.cpp quirk: a prompt longer than the context gets a 200
-        ``text/event-stream`` with an empty body (the server's error goes to its log), which becomes
-        ``ContextLengthError`` here."""
+        """The template's stream, plus two llama.cpp quirks:
+
+        * a prompt longer than the context gets a 200 ``text/event-stream`` with an empty body (the server's
+          error goes to its log), which becomes ``ContextLengthError`` here;
+        * a stream carries no usage (the server ignores ``stream_options``): it is counted here and sent before
+          the finish reason (see :class:`StreamTokens`), so token limits and metrics see local streams too.
+        """
         server = running_server()
         log_offset = _log_size(server)
         started = False
+        counter = StreamTokens() if kwargs.get("stream") else None
         try:
             async for item in super().create_async_generator(model, messages, **kwargs):
                 started = True
+                if counter is not None and not counter.take(item):
+                    continue  # the finish reason: held until the usage is counted
                 yield item
+            if counter is not None:
+                for item in await counter.trailer(cls, messages, kwargs):
+                    yield item
         except StreamIncompleteError as error:
             if started or error.partial_text:
                 raise
@@ -1037,3 +1138,96 @@ class Local(OpenaiTemplate):
             raise ContextLengthError(
                 f"the prompt does not fit the local model's context ({reason})", provider=cls.get_name()
             ) from None
+
+
+class StreamTokens:
+    """Counts a local stream's tokens when the server sends no usage (llama_cpp.server never does in a stream).
+
+    * completion: one per text or reasoning event (llama_cpp.server sends one event per generated token; a
+      character split over two tokens, or text held back while it could start a stop sequence, arrives as one
+      event, so the count can be a little low), plus llama.cpp's tokenizer over the arguments of tool calls;
+    * prompt: llama.cpp's tokenizer (the server's ``/extras/tokenize/count``) over the messages' roles and text
+      and the tool definitions — the chat template's own few tokens per message are not in it, so it is a
+      little low too. A non-streamed answer carries the server's exact counts.
+    """
+
+    __slots__ = ("calls", "events", "finish", "usage")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.calls: list[Any] = []
+        self.finish: FinishReason | None = None
+        self.usage = False
+
+    def take(self, item: Any) -> bool:
+        """Count ``item``; False for the finish reason, which is held back (it must come last)."""
+        if type(item) is str or isinstance(item, Reasoning):
+            self.events += 1
+        elif isinstance(item, ToolCalls):
+            self.calls = list(item.calls)
+        elif isinstance(item, Usage):
+            self.usage = True
+        elif isinstance(item, FinishReason):
+            self.finish = item
+            return False
+        return True
+
+    async def trailer(self, cls: type[Local], messages: Messages, options: dict[str, Any]) -> list[Any]:
+        """The usage (unless the server sent one) and the held finish reason."""
+        items: list[Any] = []
+        if not self.usage:
+            base = cls.get_api_base(options.get("api_base")).removesuffix("/v1")
+            arguments = [json.dumps(call.get("function") or {}) for call in self.calls if isinstance(call, dict)]
+            prompt, extra = await asyncio.gather(
+                count_tokens(base, _prompt_text(messages, options.get("tools"))),
+                count_tokens(base, "\n".join(arguments)) if arguments else _zero(),
+            )
+            items.append(Usage(prompt, self.events + extra))
+        if self.finish is not None:
+            items.append(self.finish)
+        return items
+
+
+async def _zero() -> int:
+    return 0
+
+
+def _prompt_text(messages: Any, tools: Any) -> str:
+    """What the model reads of a chat, as text: each message's role, text and tool calls, then the tools."""
+    parts: list[str] = []
+    for message in messages if isinstance(messages, list) else []:
+        if not isinstance(message, dict):
+            continue
+        parts.append(str(message.get("role", "")))
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        if message.get("tool_calls"):
+            parts.append(json.dumps(message["tool_calls"]))
+    if tools:
+        parts.append(json.dumps(tools))
+    return "\n".join(parts)
+
+
+async def count_tokens(server_url: str, text: str, timeout: float = 10.0) -> int:
+    """The number of tokens llama.cpp's tokenizer makes of ``text`` (llama_cpp.server's /extras/tokenize/count at
+    ``server_url``, its address without ``/v1``); 0 when the server cannot say (an older server, or it is gone)."""
+    if not text:
+        return 0
+    body = json.dumps({"input": text, "model": DEFAULT_ALIAS}).encode()
+    try:
+        response = await open_response(
+            "POST",
+            server_url + "/extras/tokenize/count",
+            headers={"Content-Type": "application/json"},
+            body=body,
+            timeout=timeout,
+            provider=Local.label,
+        )
+        data = json.loads(await read_body(response, Local.label, timeout))
+        count = data.get("count") if isinstance(data, dict) else None
+    except (RelayError, ValueError):
+        return 0
+    return count if type(count) is int and count >= 0 else 0

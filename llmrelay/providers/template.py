@@ -416,6 +416,14 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     # ----------------------------------------------------------------- images
 
     @classmethod
+    async def count_tokens_async(
+        cls, model: str, messages: list[dict[str, Any]], tools: list[Any] | None = None, **options: Any
+    ) -> int | None:
+        """The exact prompt tokens of a chat request where this provider can count them without a chat request;
+        ``None`` (the default: OpenAI-compatible APIs have no such endpoint) means the caller estimates."""
+        return None
+
+    @classmethod
     async def generate_images_async(
         cls,
         prompt: str,

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import health, playground
 from .accesslog import AccessLog, Entry
 from .config import Config, GatewayKey
-from .doors import Door, chat, embeddings, images, responses
+from .doors import Door, chat, embeddings, images, messages, responses
 from .exchange import Exchange, request_id
 from .keys import KeyRing, bearer
 from .listing import Listing
@@ -91,6 +91,8 @@ class Gateway:
             Endpoint("GET", "/v1/models", chat, self.listing.models),
             Endpoint("GET", "/v1/models/{model:.+}", chat, self.listing.model),
             Endpoint("POST", "/v1/images/generations", images),
+            Endpoint("POST", "/v1/messages", messages),
+            Endpoint("POST", "/v1/messages/count_tokens", messages, messages.count_tokens),
             Endpoint("POST", "/v1/embeddings", embeddings),
             Endpoint("POST", "/v1/responses", responses),
             Endpoint("GET", "/v1/responses/{response_id}", responses, responses.retrieve),
@@ -117,22 +119,33 @@ class Gateway:
     def default_provider(self, name: str) -> None:
         self.pipeline.default_provider = name
 
+    def reload(self, config: Config) -> None:
+        """Serve new requests with ``config`` (checked whole by the caller, see :mod:`.reload`): they get a new
+        pipeline, while requests in flight finish on the one they started with. Limits, cooldowns and the cache
+        stay in the state; in-flight counts (least-busy) and round-robin turns carry over."""
+        pipeline = Pipeline(config, self.state, self.metrics, self.writer)
+        pipeline.busy, pipeline.turns = self.pipeline.busy, self.pipeline.turns
+        self.listing.reload(config)
+        self.metrics.configure(config)  # the label values the new routes and providers name
+        self.config, self.keys, self.pipeline = config, KeyRing(config.keys), pipeline
+
     # ------------------------------------------------------------------------ application
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body + 1, middlewares=[self._exchange])
         for endpoint in self.endpoints:
-            route = app.router.add_route(endpoint.method, endpoint.path, endpoint.plain or self._handler(endpoint))
-            self._rows[route] = endpoint
+            handler = endpoint.plain or self._handler(endpoint)
+            for method in (endpoint.method, "HEAD") if endpoint.method == "GET" else (endpoint.method,):
+                self._rows[app.router.add_route(method, endpoint.path, handler)] = endpoint  # HEAD: GET's head
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
 
     def _handler(self, endpoint: Endpoint) -> Plain:
-        handle, pipeline = endpoint.handle, self.pipeline
+        handle = endpoint.handle
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            return await handle(pipeline, request[EXCHANGE])
+            return await handle(self.pipeline, request[EXCHANGE])  # read per request: a reload swaps it
 
         return handler
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = ["add_commands"]
 
@@ -23,9 +27,24 @@ def add_commands(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     serve.add_argument("--host", help="address to bind (default: [server] host, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: [server] port, else 8080; 0 picks a free one)")
     serve.add_argument("--config", metavar="FILE", help="TOML configuration (see the README's gateway section)")
-    serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes (default 1)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default 1; at most 4 per CPU)",
+    )
     serve.add_argument("--log-format", choices=("text", "json"), default="text", help="access-log format on stderr")
     serve.add_argument("--check-config", metavar="FILE", help="check a configuration file and exit (0: valid, 1: not)")
+    serve.add_argument(
+        "--pid-file", metavar="FILE", help="write the gateway's process id here (for --reload and kill -HUP)"
+    )
+    serve.add_argument(
+        "--reload",
+        metavar="PIDFILE",
+        help="make the running gateway whose --pid-file this is re-read its configuration (as kill -HUP does), "
+        "then exit",
+    )
     serve.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -52,7 +71,11 @@ def _fail(message: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
+    from .reload import hold_reloads, send_reload
 
+    if args.reload:
+        problem = send_reload(args.reload)
+        return _fail(problem) if problem else 0
     if args.check_config:
         try:
             config = load_config(args.check_config)
@@ -64,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{len(config.keys)} keys)\n"
         )
         return 0
+    hold_reloads()  # a SIGHUP while starting is acted on once serving, not fatal
     try:
         config = load_config(args.config)
         config.default_provider_name()
@@ -71,25 +95,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _fail(str(error))
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    if not 0 <= port <= 65535:
-        return _fail(f"--port must be 0-65535, not {port}")
-    if args.workers < 1:
-        return _fail(f"--workers must be at least 1, not {args.workers}")
-    from .serve import is_loopback, run
+    refusal = _refusal(args, config, host, port)
+    if refusal:
+        return _fail(refusal)
+    from .serve import run
+    from .workers import is_worker, supervise
 
-    if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
-        return _fail(
-            f"refusing to serve {host} without a gateway key: add [[keys]] to the config "
-            "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
-        )
+    pid_file = None if is_worker() else args.pid_file  # the supervisor's file, not its workers'
+    if pid_file and not _write_pid(pid_file):
+        return _fail(f"cannot write the pid file {pid_file}")
     try:
         if args.workers > 1:  # SPEC 8.8: N processes on one port, supervised by this one
-            from .workers import supervise
-
             return supervise(config, host, port, args.workers, sys.argv[1:])
         return run(config, host, port, log_format=args.log_format)
     except OSError as error:
         return _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    finally:
+        if pid_file:
+            _remove_pid(pid_file)
+
+
+def _refusal(args: argparse.Namespace, config: Config, host: str, port: int) -> str | None:
+    """Why ``serve`` with these arguments must not start (one line), else None."""
+    from .config import host_problem
+    from .serve import is_loopback
+    from .workers import workers_problem
+
+    if args.host is not None and host_problem(args.host):
+        return f"--host {host_problem(args.host)}"
+    if not 0 <= port <= 65535:
+        return f"--port must be 0-65535, not {port}"
+    problem = workers_problem(args.workers)
+    if problem:
+        return problem
+    if not is_loopback(host) and not config.keys and not args.insecure_no_auth:
+        return (
+            f"refusing to serve {host} without a gateway key: add [[keys]] to the config "
+            "(`llmrelay keys new NAME`) or pass --insecure-no-auth"
+        )
+    return None
+
+
+def _write_pid(path: str) -> bool:
+    try:
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError:
+        return False
+    return True
+
+
+def _remove_pid(path: str) -> None:
+    """Remove the pid file if it still names this process (another gateway may have taken it over)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            if handle.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def cmd_keys_new(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ wrong. Nothing is ignored silently.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ __all__ = [
     "Route",
     "ServerSettings",
     "Target",
+    "host_problem",
     "load_config",
     "split_model",
 ]
@@ -42,6 +44,7 @@ __all__ = [
 STRATEGIES = ("fallback", "round-robin", "least-busy")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
 _ENV_REFERENCE = re.compile(r"\$\{([^}]*)\}")
 MAX_RETRIES = 10
 
@@ -65,6 +68,7 @@ class ServerSettings:
     store_responses: bool = True  # 9.2.5: keep Responses API answers for previous_response_id and GET
     responses_ttl_s: float = 30 * 24 * 3600.0  # how long a stored response is kept
     responses_max: int = 10_000  # stored responses per process in memory (least recently used out first)
+    responses_max_mb: float = 256.0  # their bytes in all per process in memory; none larger (also in Redis)
     playground: bool = True  # GET / serves the playground page (SPEC 11)
     max_cooldown_s: float = 300.0  # an upstream Retry-After cools a target (and is forwarded) for at most this long
 
@@ -269,23 +273,67 @@ def load_config(path: str | None, environ: Mapping[str, str] | None = None) -> C
     for name, table in routes.items():
         if not isinstance(table, dict):
             raise top.error(f"routes.{name}", "must be a table ([routes.NAME])")
+        _check_route_name(top, name, config)
         config.routes[name] = _route(_Reader(label, f"routes.{name}", table), name, config, environ)
     config.aliases = _aliases(_Reader(label, "aliases", aliases), config)
-    names: set[str] = set()
+    config.keys = _gateway_keys(top, label, keys, environ)
+    return config
+
+
+def _gateway_keys(top: _Reader, label: str, keys: list[Any], environ: Mapping[str, str]) -> list[GatewayKey]:
+    """The ``[[keys]]`` entries: names and secrets each distinct."""
+    found: list[GatewayKey] = []
+    names: dict[str, int] = {}
+    digests: dict[bytes, int] = {}
     for number, table in enumerate(keys):
         if not isinstance(table, dict):
             raise top.error(f"keys[{number}]", "must be a table ([[keys]])")
         key = _gateway_key(_Reader(label, f"keys[{number}]", table), environ)
         if key.name in names:
             raise top.error(f"keys[{number}].name", f"duplicate key name {key.name!r}")
-        names.add(key.name)
-        config.keys.append(key)
-    return config
+        if key.digest in digests:
+            # Which name would be logged, limited and allowed models would be arbitrary.
+            first = found[digests[key.digest]].name
+            raise top.error(
+                f"keys[{number}]",
+                f"the key {key.name!r} is the same secret as the key {first!r} (keys[{digests[key.digest]}]): "
+                "every entry needs its own key (`llmrelay keys new NAME`)",
+            )
+        names[key.name] = number
+        digests[key.digest] = number
+        found.append(key)
+    return found
+
+
+def _check_route_name(top: _Reader, name: str, config: Config) -> None:
+    """A route named ``provider/model`` would silently take that provider's model away from callers: refused."""
+    split = split_model(name)
+    if split is not None and config.provider(split[0]) is not None:
+        raise top.error(
+            f"routes.{name}",
+            f"a route cannot be named like the provider/model {name!r}: it would shadow the model {split[1]!r} "
+            f"of the provider {split[0]!r}; choose a name without '{split[0]}/'",
+        )
+
+
+def host_problem(host: str) -> str:
+    """What is wrong with an address to bind (``--host`` or ``[server] host``), else ""."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+        return ""
+    except ValueError:
+        pass
+    if not bare or ":" in bare or all(char.isdigit() or char == "." for char in bare) or not bare.isprintable():
+        return f"{host!r} is not a valid IP address"
+    if len(bare) > 253 or not _HOSTNAME.match(bare):
+        return f"{host!r} is neither an IP address nor a host name"
+    return ""
 
 
 def _server_settings(reader: _Reader) -> ServerSettings:
     settings = ServerSettings(
-        host=reader.get("host", str, "127.0.0.1"),
+        host=reader.get("host", str, "127.0.0.1", host_problem),
         port=reader.get("port", int, 8080, _port),
         max_body_mb=reader.get("max_body_mb", float, 20.0, _positive),
         drain_timeout_s=reader.get("drain_timeout_s", float, 30.0, _not_negative),
@@ -298,6 +346,7 @@ def _server_settings(reader: _Reader) -> ServerSettings:
         store_responses=reader.get("store_responses", bool, True),
         responses_ttl_s=reader.get("responses_ttl_s", float, 30 * 24 * 3600.0, _positive),
         responses_max=reader.get("responses_max", int, 10_000, _positive),
+        responses_max_mb=reader.get("responses_max_mb", float, 256.0, _positive),
         playground=reader.get("playground", bool, True),
         max_cooldown_s=reader.get("max_cooldown_s", float, 300.0, _positive),
     )

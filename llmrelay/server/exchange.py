@@ -102,6 +102,7 @@ class Exchange:
 
     def problem(self, problem: Problem) -> web.Response:
         """The error response in the door's shape."""
+        problem.request_id = self.entry.request_id
         return self.json(self.door.error_body(problem), problem.status, problem.headers)
 
     def error(self, error: BaseException) -> web.Response:

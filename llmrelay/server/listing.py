@@ -30,6 +30,10 @@ class Listing:
         self._models: tuple[float, bytes] | None = None
         self._lock = asyncio.Lock()
 
+    def reload(self, config: Config) -> None:
+        """List what ``config`` serves from now on (the cached listing is dropped)."""
+        self.config, self._models = config, None
+
     async def models(self, pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
         return x.raw_json(await self.body())
 

@@ -379,6 +379,14 @@ class Pipeline:
             cap_retry_after(error, cap)
             raise
 
+    def _idle(self, label: str) -> None:
+        """One request fewer on a target; no entry left at 0 (a caller names models: the dict must not grow)."""
+        left = self.busy[label] - 1
+        if left:
+            self.busy[label] = left
+        else:
+            del self.busy[label]
+
     async def _skip_cooling(self, target: Target) -> None:
         """Leave out a target that is cooling down: a rate limit when an upstream's Retry-After started it."""
         left = await self.state.cooling(target.label)
@@ -443,7 +451,7 @@ class Pipeline:
                 self._own_credentials(error, target, cls)
                 raise
             finally:
-                self.busy[label] -= 1
+                self._idle(label)
             return target, answer, kept, notes
 
         target, answer, kept, notes = await self.dispatch(plan.route, plan.targets, attempt, x)
@@ -477,7 +485,7 @@ class Pipeline:
             try:
                 return target, await open_events(cls, target.model, call.messages, options), notes
             except BaseException as error:
-                self.busy[label] -= 1
+                self._idle(label)
                 if isinstance(error, RelayError):
                     self._own_credentials(error, target, cls)
                 raise
@@ -501,7 +509,7 @@ class Pipeline:
                     await finished(_fold(kept), reported or call.model)
             return response
         finally:
-            self.busy[target.label] -= 1
+            self._idle(target.label)
             await opened.aclose()
 
     async def _replay(

@@ -31,11 +31,21 @@ ERROR_TYPES = {
 }
 
 
+# Messages and params quote what callers and upstreams sent (a field name, a value, an upstream's message):
+# an error body stays small whatever they sent.
+MESSAGE_MAX = 4000
+PARAM_MAX = 256
+
+
+def cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class Problem:
     """An error to answer with: HTTP ``status``, machine ``code``, ``message`` (says what to fix; never a key),
     ``param`` (the request field at fault, if any), OpenAI ``type`` and extra response ``headers``."""
 
-    __slots__ = ("code", "headers", "message", "param", "status", "type")
+    __slots__ = ("code", "headers", "message", "param", "request_id", "status", "type")
 
     def __init__(
         self,
@@ -46,9 +56,11 @@ class Problem:
         type: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.status, self.code, self.message, self.param = status, code, message, param
+        self.status, self.code = status, code
+        self.message, self.param = cut(message, MESSAGE_MAX), None if param is None else cut(param, PARAM_MAX)
         self.type = type or ERROR_TYPES.get(status, "invalid_request_error")
         self.headers = headers or {}
+        self.request_id: str | None = None  # set when answered: a door whose error body names it (Anthropic's)
 
     def __repr__(self) -> str:
         return f"Problem({self.status}, {self.code!r}, {self.message!r}, param={self.param!r})"
@@ -75,7 +87,7 @@ def problem_of(error: BaseException) -> Problem:
     if isinstance(error, AllProvidersFailedError):
         # The status, code and Retry-After of the most informative failure; the message names every target's own.
         problem = problem_of(error.most_informative())
-        problem.message = f"every target failed: {failures_text(error)}"
+        problem.message = cut(f"every target failed: {failures_text(error)}", MESSAGE_MAX)
         return problem
     if isinstance(error, RelayError):
         status = http_status(error)

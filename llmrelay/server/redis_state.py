@@ -12,19 +12,26 @@ kept in Redis so every replica pointing at the same Redis counts together:
 * cooldowns: a key per target with a PX expiry; failure streaks: a counter per target;
 * the response cache: one key per entry with the route's TTL, entries larger than ``max_cache_entry_bytes``
   are not stored;
-* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound.
+* stored responses (SPEC 9.2.5): one key per scope and response id with the TTL; no count bound, none larger
+  than ``max_bytes`` (Redis's ``maxmemory`` bounds them all).
 
 Each operation is one round trip: the checks that read and write (admit, add_tokens, failed, slot renewal)
-are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree.
+are Lua scripts, atomic in Redis, timed by Redis's clock so replicas with skewed clocks agree. A request's
+limits cost it one round trip: admit waits for Redis's answer; the release (with the request's tokens) and tpm
+accounting are written on the same pipelined connection without waiting (:mod:`.redis_pipe`), so they reach Redis
+before this process's next admit, and a failure is counted and falls back like any other.
 
-Every call has a short timeout (``timeout_s``). When a call fails, the failure is logged once, counted
-(``on_error``, wired to ``llmrelay_redis_errors_total``), and from then on every call goes to an in-process
-:class:`MemoryState` until a background probe sees Redis answer again; then Redis is used again (logged once).
+Every call has a short timeout (``timeout_s``). When a call fails, the outage is logged (one line, not one per
+request), counted (``on_error``, wired to ``llmrelay_redis_errors_total``), and from then on every call goes to an
+in-process :class:`MemoryState` until a background probe sees Redis take a write again; then Redis is used again
+(logged too). Every outage and recovery is logged, at most five outages a minute (the rest are counted in the next
+line), so a flapping Redis cannot flood the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -43,7 +50,9 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
+
+    from .redis_pipe import Pipe
 except ImportError:  # the optional extra is not installed: RedisState says so when it is built
     aioredis = None  # type: ignore[assignment]
 
@@ -56,7 +65,10 @@ T = TypeVar("T")
 WINDOW_MS = int(WINDOW_S * 1000)
 _LIMITS = {1: "rpm", 2: "tpm", 3: "max_concurrent"}
 _STREAK_TTL_MS = 24 * 3600 * 1000
-_RELOG_S = 60.0  # a failure streak nobody touched for a day is forgotten
+# Each outage and each recovery is logged, up to _LOG_MAX outages per _LOG_WINDOW_S; past that an outage is only
+# counted (and its recovery not logged), and the next logged outage says how many were not.
+_LOG_WINDOW_S = 60.0
+_LOG_MAX = 5
 
 # Shared Lua: Redis time in ms, the token count of a tpm entry, and trimming a tpm window (returns its sum).
 _LUA_COMMON = """
@@ -278,6 +290,7 @@ class RedisState:
         except ValueError as error:
             raise RedisUnavailable(f"redis_url {self.url!r} is not a Redis URL: {error}") from None
         self._redis = aioredis.Redis(connection_pool=pool)
+        self._pipe = Pipe(pool)  # admit, release and tpm accounting: one connection, pipelined
         self._admit = self._redis.register_script(_ADMIT)
         self._add_tokens = self._redis.register_script(_ADD_TOKENS)
         self._release_with_tokens = self._redis.register_script(_RELEASE_WITH_TOKENS)
@@ -292,8 +305,9 @@ class RedisState:
         # (the gateway asks cooling() before each attempt, so a success after a streak elsewhere still resets it).
         self._streaks: set[str] = set()
         self._down = False
-        self._logged_at: float | None = None  # when a failure was last logged
-        self._quiet = False  # the current failure was not logged (nor will its end be)
+        self._logged: collections.deque[float] = collections.deque()  # when the outages of the window were logged
+        self._unlogged = 0  # outages not logged since the last logged one
+        self._quiet = False  # the current outage was not logged (nor will its end be)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._closed = False
@@ -315,8 +329,15 @@ class RedisState:
         """Check that Redis answers (PING within ``timeout_s``); :class:`RedisUnavailable` otherwise."""
         try:
             await asyncio.wait_for(self._ping(), max(timeout_s, self.timeout_s))
+            await asyncio.wait_for(self._load_scripts(), max(timeout_s, self.timeout_s))
+            await asyncio.wait_for(self._pipe.open(), max(timeout_s, self.timeout_s))
         except (RedisError, OSError, asyncio.TimeoutError) as error:
             raise RedisUnavailable(f"redis at {self.url} is unreachable ({_reason(error)})") from None
+
+    async def _load_scripts(self) -> None:
+        """The scripts the pipe sends by their SHA, in Redis before they are needed (a release is not waited for)."""
+        for script in (self._admit, self._add_tokens, self._release_with_tokens):
+            await self._redis.script_load(script.script)
 
     async def reachable(self, timeout_s: float) -> bool:
         """Whether Redis answers a PING within ``timeout_s`` (for ``/health/ready``)."""
@@ -352,16 +373,21 @@ class RedisState:
         if self._down or self._closed:
             return
         self._down = True
-        # Once, not per request; and a Redis that answers PING but fails commands (full, read-only) and so goes
-        # back and forth is logged again only after a quiet minute.
         now = time.monotonic()
-        self._quiet = self._logged_at is not None and now - self._logged_at < _RELOG_S
-        if not self._quiet:
-            self._logged_at = now
+        while self._logged and now - self._logged[0] >= _LOG_WINDOW_S:
+            self._logged.popleft()
+        self._quiet = len(self._logged) >= _LOG_MAX
+        if self._quiet:
+            self._unlogged += 1
+        else:
+            self._logged.append(now)
+            skipped = f" ({self._unlogged} more outages since the last one logged)" if self._unlogged else ""
+            self._unlogged = 0
             log.warning(
-                "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again",
+                "redis at %s failed (%s): limits, cooldowns and the cache are per process until it answers again%s",
                 self.url,
                 _reason(error),
+                skipped,
             )
         self._spawn(self._probe())
 
@@ -374,13 +400,16 @@ class RedisState:
         while self._down and not self._closed:
             await asyncio.sleep(self.probe_interval_s)
             try:
-                await self._redis.ping()
+                # A write, not PING: a Redis that answers but refuses writes (read-only replica, out of memory)
+                # has not come back.
+                await self._redis.set(self._key("probe", self._id_prefix), b"1", px=_ms(self.probe_interval_s) + 1000)
             except (RedisError, OSError, asyncio.TimeoutError):
                 continue
             self._down = False
             if not self._quiet:
                 log.warning("redis at %s answers again: limits, cooldowns and the cache are shared again", self.url)
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self._load_scripts()  # a restarted Redis has none
                 await self._renew_slots()
 
     def _ensure_renewer(self) -> None:
@@ -405,6 +434,40 @@ class RedisState:
 
     # ----------------------------------------------------------------------- key limits
 
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """A Lua script through the pipe, waiting for its answer (loaded again if Redis lost it: restart, flush)."""
+        try:
+            return await self._pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
+
+    async def _post(
+        self, key: str, tokens: int, script: Any | None, keys: list[str], args: list[Any], again: bool = True
+    ) -> None:
+        """``script`` (None: ZREM) written without waiting for its answer. Sent again once on a connection error
+        (as every call); if it fails, the failure is counted as any other (fallback to memory) and ``tokens`` of
+        ``key`` are counted in this process instead."""
+
+        async def local() -> None:
+            if tokens:
+                await self.inner.add_tokens(key, tokens)
+
+        def failed(error: BaseException) -> None:
+            if again and isinstance(error, RedisConnectionError) and not self._down:
+                self._spawn(self._post(key, tokens, script, keys, args, again=False))
+                return
+            if isinstance(error, NoScriptError) and script is not None:
+                self._spawn(self._call(lambda: script(keys=keys, args=args), local))  # loads it, sends again
+                return
+            self._lost(error)
+            self._spawn(local())
+
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args) if script is not None else ("ZREM", *keys, *args)
+        try:
+            await self._pipe.post(failed, *command)
+        except (RedisError, OSError, asyncio.TimeoutError) as error:  # could not even connect
+            failed(error)
+
     async def admit(self, key: str, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> str | None:
         if rpm is None and tpm is None and max_concurrent is None:
             return None
@@ -413,7 +476,7 @@ class RedisState:
             member = self._new_id()
             keys = [self._key("rpm", key), self._key("tpm", key), self._key("tpm-sum", key), self._key("slots", key)]
             args: list[int | str] = [_limit(rpm), _limit(tpm), _limit(max_concurrent), member, self.slot_ttl_ms]
-            verdict, wait_ms = await self._admit(keys=keys, args=[*args, WINDOW_MS])
+            verdict, wait_ms = await self._script(self._admit, keys, [*args, WINDOW_MS])
             if verdict:  # not a Redis failure: _call passes it on
                 raise LimitExceeded(_LIMITS[int(verdict)], _wait(int(wait_ms) / 1000))
             if max_concurrent is None:
@@ -429,6 +492,7 @@ class RedisState:
         return await self._call(shared, local)
 
     async def release(self, key: str, slot: str) -> None:
+        """Gives the slot back (with the tokens counted for ``key`` since) without waiting for Redis's answer."""
         kind, _, slot_id = slot.partition(":")
         tokens = self._tokens.pop(key, 0)
         if kind == "m":
@@ -441,37 +505,32 @@ class RedisState:
             held.discard(slot_id)
             if not held:
                 del self._held[key]
-
-        async def shared() -> None:
-            if tokens:
-                keys = [self._key("slots", key), self._key("tpm", key), self._key("tpm-sum", key)]
-                await self._release_with_tokens(keys=keys, args=[slot_id, self._new_id(), tokens, WINDOW_MS])
-            else:
-                await self._redis.zrem(self._key("slots", key), slot_id)
-
-        async def local() -> None:  # the slot: Redis drops it by itself within the slot ttl
+        if self._down:  # the slot: Redis drops it by itself within the slot ttl
             if tokens:
                 await self.inner.add_tokens(key, tokens)
-
-        await self._call(shared, local)
+            return
+        if tokens:
+            keys = [self._key("slots", key), self._key("tpm", key), self._key("tpm-sum", key)]
+            await self._post(key, tokens, self._release_with_tokens, keys, [slot_id, self._new_id(), tokens, WINDOW_MS])
+        else:
+            await self._post(key, 0, None, [self._key("slots", key)], [slot_id])
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         if tokens <= 0:
             return
         if self._held.get(key) and not self._down:
             # This process holds a slot of the key, so a release follows (the gateway counts an answer's tokens
-            # before it gives back the request's slot): the tokens go with it, in the same round trip.
+            # before it gives back the request's slot): the tokens go with it, in the same command.
             self._tokens[key] = self._tokens.get(key, 0) + tokens
             return
         await self._send_tokens(key, tokens)
 
     async def _send_tokens(self, key: str, tokens: int) -> None:
-        async def shared() -> None:
-            await self._add_tokens(
-                keys=[self._key("tpm", key), self._key("tpm-sum", key)], args=[self._new_id(), tokens, WINDOW_MS]
-            )
-
-        await self._call(shared, lambda: self.inner.add_tokens(key, tokens))
+        if self._down:
+            await self.inner.add_tokens(key, tokens)
+            return
+        keys = [self._key("tpm", key), self._key("tpm-sum", key)]
+        await self._post(key, tokens, self._add_tokens, keys, [self._new_id(), tokens, WINDOW_MS])
 
     # ------------------------------------------------------------------------- cooldowns
 
@@ -548,14 +607,18 @@ class RedisState:
 
         return await self._call(shared, lambda: self.inner.response_get(scope, response_id))
 
-    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
-        if ttl_s <= 0:
+    async def response_put(
+        self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int, max_bytes: int | None = None
+    ) -> None:
+        if ttl_s <= 0 or (max_bytes is not None and len(value) > max_bytes):
             return
 
         async def shared() -> None:
             await self._redis.set(self._response_key(scope, response_id), value, px=_ms(ttl_s))
 
-        await self._call(shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries))
+        await self._call(
+            shared, lambda: self.inner.response_put(scope, response_id, value, ttl_s, max_entries, max_bytes)
+        )
 
     async def response_delete(self, scope: str, response_id: str) -> bool:
         async def shared() -> bool:
@@ -569,6 +632,7 @@ class RedisState:
         for key, tokens in list(self._tokens.items()):  # counted, whatever becomes of their slots
             await self._send_tokens(key, tokens)
         self._tokens.clear()
+        await self._pipe.close()  # the answers of what was written without waiting
         self._closed = True
         tasks = [*self._tasks, *([self._renewer] if self._renewer is not None else [])]
         for task in tasks:

@@ -134,6 +134,7 @@ async def serve(
         for number in (signal.SIGTERM, signal.SIGINT):  # before the startup line: a SIGTERM after it drains
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(number, stop.set)
+        _handle_reloads(gateway, loop)
         if announce:
             stderr.write(startup_line(gateway.config, host, bound) + "\n")
             stderr.flush()
@@ -143,13 +144,37 @@ async def serve(
         await _drain(gateway, runner, drain)
     finally:
         await runner.cleanup()
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 asyncio.get_running_loop().remove_signal_handler(number)
 
 
+def _handle_reloads(gateway: Gateway, loop: asyncio.AbstractEventLoop) -> None:
+    """SIGHUP: read the configuration file again and swap it in (one at a time; see :mod:`.reload`)."""
+    from .reload import reload_gateway, take_early_reload
+
+    lock = asyncio.Lock()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    async def one() -> bool:
+        async with lock:
+            return await reload_gateway(gateway)
+
+    def start() -> None:
+        task = loop.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, start)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError):
+        return  # not the main thread (tests serve in a thread), or no SIGHUP on this platform
+    if take_early_reload():
+        start()
+
+
 def run(config: Config, host: str, port: int, *, log_format: str = "text", stderr: TextIO | None = None) -> int:
-    """Serve in this process until SIGTERM / SIGINT; the exit status."""
+    """Serve in this process until SIGTERM / SIGINT (SIGHUP reloads the configuration); the exit status."""
 
     async def main() -> int:
         sock, out = None, stderr

@@ -8,7 +8,7 @@ implementation (shared by replicas, SPEC 8.8) implements the same interface with
   window, rounded up to whole seconds, at least 1;
 * ``key`` arguments are gateway key NAMES (never the secret); targets are ``"provider/model"`` strings;
 * stored responses (SPEC 9.2.5) live per ``scope`` (the gateway key's name, ``""`` with no keys configured) and
-  response id, for a TTL; in memory also bounded in number (least recently used first out).
+  response id, for a TTL; in memory also bounded in number and in bytes (least recently used first out).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import Protocol
 __all__ = ["WINDOW_S", "LimitExceeded", "MemoryState", "State"]
 
 WINDOW_S = 60.0
+MAX_CACHE_ENTRY_BYTES = 4 * 1024 * 1024  # an answer larger than this is not cached (both backends)
+MAX_CACHE_BYTES = 256 * 1024 * 1024  # in memory: all cached answers together (oldest out first)
 
 
 class LimitExceeded(Exception):  # noqa: N818 (the name state_api.md fixes)
@@ -66,8 +68,11 @@ class State(Protocol):
     async def response_get(self, scope: str, response_id: str) -> bytes | None:
         """A stored response of ``scope``; None when unknown, expired, deleted or another scope's."""
 
-    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
-        """Keep a response for ``ttl_s`` seconds; a process keeps at most ``max_entries`` (Redis: TTL only)."""
+    async def response_put(
+        self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int, max_bytes: int | None = None
+    ) -> None:
+        """Keep a response for ``ttl_s`` seconds; a process keeps at most ``max_entries`` of at most ``max_bytes``
+        in all (Redis: TTL only)."""
 
     async def response_delete(self, scope: str, response_id: str) -> bool:
         """Forget a stored response; False when there was none."""
@@ -92,7 +97,13 @@ class _KeyUsage:
 class MemoryState:
     """Everything in this process (one worker). ``clock`` is monotonic seconds (tests may pass their own)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_cache_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        max_cache_entries: int = 10_000,
+        max_cache_entry_bytes: int = MAX_CACHE_ENTRY_BYTES,
+        max_cache_bytes: int = MAX_CACHE_BYTES,
+    ) -> None:
         self._clock = clock
         self._keys: dict[str, _KeyUsage] = {}
         self._streaks: dict[str, int] = {}
@@ -100,7 +111,11 @@ class MemoryState:
         self._told: set[str] = set()  # targets whose cooldown an upstream's Retry-After started
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._max_cache = max_cache_entries
+        self._max_cache_entry = max_cache_entry_bytes  # as Redis's: a larger answer is not cached
+        self._max_cache_bytes = max_cache_bytes  # all cached answers together
+        self._cache_bytes = 0
         self._responses: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._response_bytes = 0  # the sum of the stored responses' sizes
         self._slot_ids = itertools.count(1)
 
     # ---------------------------------------------------------------- key limits
@@ -190,20 +205,28 @@ class MemoryState:
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._cache[key]
+            self._cache_drop(key)
             return None
         return entry[1]
 
     async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
-        if ttl_s <= 0:
+        if ttl_s <= 0 or len(value) > self._max_cache_entry:
             return
-        if len(self._cache) >= self._max_cache:
+        self._cache_drop(key)
+        cache, size = self._cache, len(value)
+        if len(cache) >= self._max_cache or self._cache_bytes + size > self._max_cache_bytes:
             now = self._clock()
-            for stale in [name for name, (until, _) in self._cache.items() if until <= now]:
-                del self._cache[stale]
-            while len(self._cache) >= self._max_cache:  # still full: drop the oldest insertions
-                del self._cache[next(iter(self._cache))]
-        self._cache[key] = (self._clock() + ttl_s, value)
+            for stale in [name for name, (until, _) in cache.items() if until <= now]:
+                self._cache_drop(stale)
+            while cache and (len(cache) >= self._max_cache or self._cache_bytes + size > self._max_cache_bytes):
+                self._cache_drop(next(iter(cache)))  # still full: drop the oldest insertions
+        cache[key] = (self._clock() + ttl_s, value)
+        self._cache_bytes += size
+
+    def _cache_drop(self, key: str) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self._cache_bytes -= len(entry[1])
 
     # --------------------------------------------------------------- stored responses
 
@@ -213,24 +236,36 @@ class MemoryState:
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._responses[name]
+            self._response_pop(name)
             return None
         self._responses.move_to_end(name)
         return entry[1]
 
-    async def response_put(self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int) -> None:
-        if ttl_s <= 0 or max_entries <= 0:
+    async def response_put(
+        self, scope: str, response_id: str, value: bytes, ttl_s: float, max_entries: int, max_bytes: int | None = None
+    ) -> None:
+        name = (scope, response_id)
+        self._response_pop(name)
+        if ttl_s <= 0 or max_entries <= 0 or (max_bytes is not None and len(value) > max_bytes):
             return
         responses = self._responses
-        responses[(scope, response_id)] = (self._clock() + ttl_s, value)
-        responses.move_to_end((scope, response_id))
-        while len(responses) > max_entries:
-            responses.popitem(last=False)
+        responses[name] = (self._clock() + ttl_s, value)
+        self._response_bytes += len(value)
+        while len(responses) > max_entries or (max_bytes is not None and self._response_bytes > max_bytes):
+            self._response_pop(next(iter(responses)))  # least recently used first
+
+    def _response_pop(self, name: tuple[str, str]) -> tuple[float, bytes] | None:
+        entry = self._responses.pop(name, None)
+        if entry is not None:
+            self._response_bytes -= len(entry[1])
+        return entry
 
     async def response_delete(self, scope: str, response_id: str) -> bool:
-        entry = self._responses.pop((scope, response_id), None)
+        entry = self._response_pop((scope, response_id))
         return entry is not None and entry[0] > self._clock()
 
     async def close(self) -> None:
         self._cache.clear()
+        self._cache_bytes = 0
         self._responses.clear()
+        self._response_bytes = 0

@@ -4,8 +4,11 @@ The supervisor (the process the user started) picks the port, starts N workers �
 command with ``--workers 1`` and the chosen port — and waits until every one of them listens; then it prints the
 one startup line. The kernel spreads new connections over the workers' sockets. SIGTERM / SIGINT to the
 supervisor is passed to every worker (each drains its in-flight requests, then exits); the supervisor exits 0 when
-all did. A worker that dies while serving is logged and started again. The workers sit in their own process group
-(Ctrl-C reaches only the supervisor, which forwards it once) and get SIGTERM if the supervisor itself dies.
+all did — at any moment, start-up included (no more workers are started once it came). SIGHUP is passed to every
+worker that listens (each reloads its configuration, see :mod:`.reload`), and to a starting one once it listens.
+A worker that dies while serving is logged and started again. The workers sit in their own process group (Ctrl-C
+reaches only the supervisor, which forwards it once) and get SIGTERM if the supervisor itself dies, even while they
+start (Linux: PR_SET_PDEATHSIG, set before exec). ``--workers`` is bounded by :func:`max_workers` (4 per CPU).
 
 Worker side: :func:`is_worker`, :func:`listen_socket` (the SO_REUSEPORT socket), :func:`ready_stream` (where the
 startup line goes: to the supervisor) and :func:`add_worker_header` (``x-llmrelay-worker: PID`` on responses).
@@ -22,10 +25,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
+
+from .reload import take_early_reload
 
 if TYPE_CHECKING:
     from .config import Config
@@ -37,14 +42,45 @@ __all__ = [
     "add_worker_header",
     "is_worker",
     "listen_socket",
+    "max_workers",
     "ready_stream",
     "supervise",
     "unshared_warning",
+    "workers_problem",
 ]
 
 READY_FD_ENV = "LLMRELAY_WORKER_READY_FD"
 WORKER_HEADER = "x-llmrelay-worker"
+WORKERS_PER_CPU = 4
 _RESTART_BACKOFF_MAX_S = 10.0
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS tells it, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def max_workers() -> int:
+    """The most ``--workers`` accepted: each worker is a whole gateway process with its own event loop, so
+    beyond a few per CPU they only compete for the same CPUs and memory (and a typo must not fork-bomb)."""
+    return WORKERS_PER_CPU * usable_cpus()
+
+
+def workers_problem(count: int) -> str | None:
+    """Why ``--workers count`` is refused, else None."""
+    if count < 1:
+        return f"--workers must be at least 1, not {count}"
+    bound = max_workers()
+    if count > bound:
+        cpus = usable_cpus()
+        return (
+            f"--workers {count} is more than this machine can use: at most {bound} "
+            f"({WORKERS_PER_CPU} per CPU, {cpus} CPU{'s' if cpus != 1 else ''} available); each worker is a whole "
+            "gateway process, so more only compete for the same CPUs and memory"
+        )
+    return None
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -115,13 +151,20 @@ def unshared_warning(workers: int, redis_url: str | None, limited_keys: Sequence
 # ---------------------------------------------------------------------------- supervisor side
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: own process group (Ctrl-C reaches the supervisor only); SIGTERM when it dies."""
-    os.setpgrp()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    """What the child runs before exec: its own process group (Ctrl-C reaches the supervisor only), and SIGTERM
+    when the supervisor dies (Linux). A supervisor that died before the request was made: exit at once."""
+
+    def setup() -> None:
+        os.setpgrp()
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(Exception):
+                pr_set_pdeathsig = 1
+                ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return setup
 
 
 class _Worker:
@@ -130,6 +173,12 @@ class _Worker:
         self.process = process
         self.started = time.monotonic()
         self.ready = False
+        self.reload = False  # a SIGHUP to pass on once it listens (it takes SIGHUP over only then)
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
 
 
 class Supervisor:
@@ -145,8 +194,9 @@ class Supervisor:
         stderr: TextIO | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, not {workers}")
+        problem = workers_problem(workers)
+        if problem:
+            raise ValueError(problem)
         self.command = list(command)
         self.count = workers
         self.drain_timeout_s = drain_timeout_s
@@ -155,6 +205,7 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self.restarts = 0
         self._stopping = False
+        self._reloading = False
         self._read_fd, self._write_fd = os.pipe()
         self._buffer = b""
         self._failures: dict[int, int] = {}  # worker index -> deaths in a row soon after starting
@@ -170,12 +221,26 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             env=env,
             pass_fds=(self._write_fd,),
-            preexec_fn=_die_with_parent,  # safe: the supervisor runs no threads
+            preexec_fn=_die_with(os.getpid()),  # safe: the supervisor runs no threads
         )
         return _Worker(index, process)
 
     def _stop(self, signum: int, frame: Any) -> None:
         self._stopping = True
+
+    def _hup(self, signum: int, frame: Any) -> None:
+        self._reloading = True
+
+    def _pass_reload(self) -> None:
+        """SIGHUP to every worker that listens; the others get it as soon as they do."""
+        if not self._reloading:
+            return
+        self._reloading = False
+        for worker in self.workers:
+            if worker.ready:
+                worker.signal(signal.SIGHUP)
+            else:
+                worker.reload = True
 
     def _read_ready(self, timeout: float) -> list[tuple[int, str]]:
         """(pid, startup line) of workers that reported listening within ``timeout``."""
@@ -199,12 +264,21 @@ class Supervisor:
                 if worker.process.pid == pid:
                     worker.ready = True
                     line = line or text
+                    if worker.reload:
+                        worker.reload = False
+                        worker.signal(signal.SIGHUP)
         return line
 
     def run(self) -> int:
         previous = {number: signal.signal(number, self._stop) for number in (signal.SIGTERM, signal.SIGINT)}
+        if hasattr(signal, "SIGHUP"):
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hup)
+            self._reloading = self._reloading or take_early_reload()
         try:
-            self.workers = [self._spawn(index) for index in range(self.count)]
+            for index in range(self.count):
+                if self._stopping:  # SIGTERM / SIGINT while starting them: start no more
+                    break
+                self.workers.append(self._spawn(index))
             status = self._start()
             if status is None:
                 self._serve()
@@ -223,6 +297,7 @@ class Supervisor:
         while not all(worker.ready for worker in self.workers):
             if self._stopping:
                 return self._drain()
+            self._pass_reload()
             first = self._mark_ready(self._read_ready(0.05))
             line = line or first
             for worker in self.workers:
@@ -237,6 +312,7 @@ class Supervisor:
 
     def _serve(self) -> None:
         while not self._stopping:
+            self._pass_reload()
             self._mark_ready(self._read_ready(0.2))
             for position, worker in enumerate(self.workers):
                 code = worker.process.poll()
@@ -292,8 +368,11 @@ def _status(code: int) -> str:
 
 
 def _with_workers(line: str, workers: int) -> str:
-    """The workers' startup line, saying how many there are: ``llmrelay gateway on … (…) [3 workers]``."""
-    return f"{line} [{workers} workers]"
+    """The workers' startup line, saying how many there are inside its parentheses (SPEC 8.1's line ends with
+    the parenthesis): ``llmrelay gateway on … (providers: …; routes: …; 3 workers)``."""
+    if line.endswith(")"):
+        return f"{line[:-1]}; {workers} workers)"
+    return f"{line} ({workers} workers)"
 
 
 def reserve_port(host: str) -> tuple[socket.socket, int]:

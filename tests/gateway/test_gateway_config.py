@@ -119,6 +119,20 @@ key_env = "BOB_KEY"
             "keys[1].name",
             "duplicate",
         ),
+        (
+            f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "b"\nsha256 = "{DIGEST.upper()}"\n',
+            "keys[1]",
+            "the key 'b' is the same secret as the key 'a' (keys[0])",
+        ),
+        (
+            f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "b"\nkey_env = "SAME_KEY"\n',
+            "keys[1]",
+            "the key 'b' is the same secret as the key 'a'",
+        ),
+        ('[routes."local/smollm2"]\ntargets = ["local/smollm2"]\n', "routes.local/smollm2", "would shadow the model"),
+        ('[routes."groq/fast"]\ntargets = ["local/smollm2"]\n', "routes.groq/fast", "of the provider 'groq'"),
+        ('[server]\nhost = "999.1.1.1"\n', "server.host", "'999.1.1.1' is not a valid IP address"),
+        ('[server]\nhost = "bad host"\n', "server.host", "neither an IP address nor a host name"),
         ('[server]\ndefault_provider = "nope"\n', "server.default_provider", "unknown provider"),
         ("[server\n", "", "not valid TOML"),
     ],
@@ -127,7 +141,7 @@ def test_config_errors_name_file_and_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, named: str, what: str
 ) -> None:
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
-    message = error_of(tmp_path, text)
+    message = error_of(tmp_path, text, SAME_KEY="sk-llmrelay-test")
     assert named in message and what in message, message
 
 
@@ -188,6 +202,51 @@ def test_serve_refuses_non_loopback_without_keys(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "refusing to serve 0.0.0.0 without a gateway key" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            f'[[keys]]\nname = "a"\nsha256 = "{DIGEST}"\n[[keys]]\nname = "b"\nsha256 = "{DIGEST}"\n',
+            "keys[1]: the key 'b' is the same secret as the key 'a' (keys[0])",
+        ),
+        ('[routes."local/smollm2"]\ntargets = ["local/smollm2"]\n', "routes.local/smollm2: a route cannot be named"),
+    ],
+)
+def test_the_command_refuses_a_duplicate_key_and_a_shadowing_route(tmp_path: Path, text: str, said: str) -> None:
+    path = write(tmp_path, text)
+    for args in (["--check-config", path], ["--port", "0", "--config", path]):
+        done = run_cli("serve", *args)
+        assert done.returncode == 1 and done.stderr == f"error: {path}: {said}" + done.stderr.split(said, 1)[1]
+        assert done.stderr.count("\n") == 1 and DIGEST not in done.stderr
+
+
+def test_a_route_not_shaped_like_a_provider_model_may_hold_a_slash(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[routes."team/fast"]\ntargets = ["local/smollm2"]\n'), environ={})
+    assert list(config.routes) == ["team/fast"]
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "::g", "bad host"])
+def test_serve_names_an_invalid_host(host: str) -> None:
+    done = run_cli("serve", "--host", host, "--port", "0")
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: --host {host!r} is n"), done.stderr  # not an IP, neither a name
+    assert done.stderr.count("\n") == 1 and "gateway key" not in done.stderr
+
+
+def test_serve_refuses_more_workers_than_the_cpus_can_run(tmp_path: Path) -> None:
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    for count in (4 * cpus + 1, 100_000):
+        done = run_cli("serve", "--port", "0", "--workers", str(count))
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"error: --workers {count} is more than this machine can use: "), done.stderr
+        assert f"at most {4 * cpus} (4 per CPU, {cpus} CPU" in done.stderr
+        assert done.stderr.count("\n") == 1
+    done = run_cli("serve", "--port", "0", "--workers", "0")
+    assert done.returncode == 1 and "--workers must be at least 1, not 0" in done.stderr
 
 
 def test_serve_with_bad_config_exits_1(tmp_path: Path) -> None:

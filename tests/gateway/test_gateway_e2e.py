@@ -13,6 +13,7 @@ import subprocess
 import aiohttp
 import openai
 import pytest
+from gateway_support import STARTUP
 from scripted_server import Reply, ScriptedServer, chunk, completion, json_reply, sse, sse_reply, tool_call, usage
 
 KEY = "sk-llmrelay-e2e-0123456789"
@@ -178,7 +179,7 @@ def test_insecure_no_auth_allows_all_interfaces(spawn_gateway) -> None:
 def test_workers_share_one_port_and_stop_together(server: ScriptedServer, spawn_gateway) -> None:
     gw = spawn_gateway(KEYS.replace('"\n', '"\nrpm = 100\n', 1), "--workers", "2")
     assert any("each worker keeps its own" in line for line in gw.lines)
-    assert "[2 workers]" in gw.lines[-1]
+    assert STARTUP.fullmatch(gw.lines[-1]) and gw.lines[-1].endswith("; routes: none; 2 workers)"), gw.lines[-1]
     client = openai.OpenAI(base_url=gw.base, api_key=KEY, max_retries=0)
     for number in range(4):
         server.script(json_reply(completion(f"answer {number}")))

@@ -611,3 +611,19 @@ def test_keyboard_alone_focus_order_and_shift_enter(playground: Callable[..., Pl
     play.wait_state("stopped", 1)
     assert server.wait_for(lambda: chat_requests(server)[-1].client_disconnected, 5.0)
     assert play.console_errors == []
+
+
+def test_the_key_stays_out_of_urls_when_the_script_fails_to_load(playground: Callable[..., Play]) -> None:
+    """A failed or slow script must not leave a form that submits the key as a query string (history, logs)."""
+    key = "sk-llmrelay-playground-" + "u" * 20
+    toml = ROUTES + f'[[keys]]\nname = "tester"\nsha256 = "{hashlib.sha256(key.encode()).hexdigest()}"\n'
+    play = playground(toml, open_page=False)
+    play.page.route("**/playground/app.js", lambda route: route.abort())
+    play.page.goto(play.url + "/")
+    play.page.evaluate("document.querySelector('#key-dialog').showModal()")
+    field = play.page.get_by_label("Gateway key", exact=True)
+    field.fill(key)
+    field.press("Enter")  # no script: the browser submits the form itself
+    play.page.wait_for_load_state()
+    assert key not in play.page.url
+    assert [url for url in play.requests if key in url or "gateway-key" in url] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -84,3 +85,45 @@ def test_post_to_the_page_is_refused(make_gateway) -> None:
     reply = fetch("POST", gw.url + "/", raw=b"{}")
     assert reply.status in (404, 405)
     assert reply.json()["error"]["code"] in ("not_found", "method_not_allowed")
+
+
+def test_the_key_never_goes_into_a_url() -> None:
+    """A form the script has not taken over yet (slow or failed script) must not submit the key as a query
+    string: ``method="dialog"`` never navigates, and a control without a ``name`` is never submitted."""
+    html = load_assets()["/"][0].decode()
+    forms = re.findall(r"<form\b[^>]*>", html)
+    assert forms and all('method="dialog"' in form for form in forms), forms
+    key_input = re.search(r'<input\b[^>]*id="gateway-key"[^>]*>', html)
+    assert key_input is not None and 'type="password"' in key_input.group(0)
+    assert " name=" not in key_input.group(0)
+    script = load_assets()["/playground/app.js"][0].decode()
+    assert "console." not in script  # nothing, and so no key, is written to the console
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/playground/../pyproject.toml",
+        "/playground/%2e%2e/%2e%2e/pyproject.toml",
+        "/playground/..%2f..%2fplayground.py",
+        "/playground/app.js/../../../etc/passwd",
+        "/playground//etc/passwd",
+        "/playground/index.html",
+        "/playground/",
+    ],
+)
+def test_path_tricks_read_no_other_file(make_gateway, target: str) -> None:
+    gw = make_gateway()
+
+    async def raw_get() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await reader.read()
+        writer.close()
+        return data
+
+    head, _, body = asyncio.run(raw_get()).partition(b"\r\n\r\n")
+    status = head.split(b" ", 2)[1]
+    assert status in (b"404", b"400"), head
+    assert b"[project]" not in body and b"root:" not in body and b"import" not in body

@@ -6,6 +6,7 @@ The gateway runs in this process (so ``local`` is the session's ``llama_server``
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,65 @@ def test_models_list(gateway: Running) -> None:
     assert "local/smollm2" in ids and "local/smollm2-tools" in ids
     assert client.models.retrieve("local/smollm2").owned_by == "local"
     client.close()
+
+
+def test_local_streams_carry_usage_that_counts_against_tpm(tmp_path: Path) -> None:
+    """llama.cpp's server sends no usage in a stream: the gateway counts it (completion: one token per streamed
+    piece, exact here; prompt: llama.cpp's tokenizer over the messages, without the template's own tokens), so a
+    key's tpm and the token metrics see local streams."""
+    path = tmp_path / "gateway.toml"
+    path.write_text("".join(_key(name, tpm=10) for name in ("whole", "streamed")))
+    log: list[str] = []
+    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
+    whole = openai.OpenAI(base_url=running.base, api_key=_secret("whole"), max_retries=0)
+    streamed = openai.OpenAI(base_url=running.base, api_key=_secret("streamed"), max_retries=0)
+    try:
+        call = {
+            "model": "local/smollm2",
+            "messages": [{"role": "user", "content": "Name three colours."}],
+            "max_tokens": 12,
+            "temperature": 0,
+            "seed": 7,
+        }
+        exact = whole.chat.completions.create(**call).usage  # the server's own counts (not streamed)
+        assert exact is not None and exact.completion_tokens > 0
+        with pytest.raises(openai.RateLimitError):  # 10 tokens a minute: that answer used them up ...
+            whole.chat.completions.create(**call)
+        stream = streamed.chat.completions.create(**call, stream=True, stream_options={"include_usage": True})
+        pieces, usage = 0, None
+        for part in stream:
+            pieces += sum(1 for choice in part.choices if choice.delta.content)
+            usage = part.usage or usage
+        assert usage is not None, "a local stream with include_usage ended without usage"
+        assert usage.completion_tokens == pieces == exact.completion_tokens  # same seed, same tokens
+        assert 0 < usage.prompt_tokens <= exact.prompt_tokens  # the template's tokens are not counted
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        with pytest.raises(openai.RateLimitError):  # ... and so did the stream
+            streamed.chat.completions.create(**call, stream=True)
+        metrics = running.run(_metrics(running)).splitlines()
+        counted = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics
+            if line.startswith("llmrelay_tokens_total{") and 'kind="completion"' in line and 'provider="local"' in line
+        ]
+        assert sum(counted) == exact.completion_tokens + pieces, metrics
+    finally:
+        whole.close()
+        streamed.close()
+        running.stop()
+
+
+def _secret(name: str) -> str:
+    return f"sk-llmrelay-{name}-0123456789abcdef"
+
+
+def _key(name: str, **limits: int) -> str:
+    digest = hashlib.sha256(_secret(name).encode()).hexdigest()
+    return f'[[keys]]\nname = "{name}"\nsha256 = "{digest}"\n' + "".join(f"{k} = {v}\n" for k, v in limits.items())
+
+
+async def _metrics(running: Running) -> str:
+    return running.gateway.metrics.render().decode()
 
 
 def test_large_max_tokens_lowered_to_the_models_context_and_effort_dropped(gateway: Running) -> None:

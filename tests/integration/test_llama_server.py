@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from llmrelay import OpenaiTemplate
+from llmrelay.client import AsyncClient, Client
 from llmrelay.errors import ModelNotFoundError, ResponseError, ServerError
 from llmrelay.http.session import close_sessions, open_response
 from llmrelay.providers.listing import cached_listing, clear_model_cache
@@ -269,8 +270,27 @@ def test_stream_chat_yields_pieces_between_provider_info_and_finish_reason(llama
     assert all(pieces), items
     assert "".join(pieces).strip()
     assert items[-1].reason in ("stop", "length")
-    # The server never sends a usage chunk in a stream (stream_options is ignored): no Usage event, no error.
-    assert of_type(items, Usage) == []
+    # The server sends no usage in a stream (stream_options is ignored): Local counts it, one token per piece,
+    # and sends it right before the finish reason, as a server's usage would come.
+    (usage,) = of_type(items, Usage)
+    assert items[-2] is usage
+    assert usage.completion_tokens == len(pieces) and usage.prompt_tokens > 0
+    assert_sane_usage(usage, 32)
+
+
+def test_counted_stream_usage_against_the_servers_own_counts(llama_server: Any) -> None:
+    """Greedy decoding: the streamed answer is the non-streamed one, so the counts can be compared. Completion:
+    exact; prompt: llama.cpp's tokenizer over the messages' text, without the chat template's own tokens."""
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        whole = await acollect(Local, STORY, max_tokens=12, temperature=0)
+        streamed = await acollect(Local, STORY, max_tokens=12, temperature=0, stream=True)
+        return whole, streamed
+
+    whole, streamed = asyncio.run(both())
+    ((exact,), (counted,)) = of_type(whole, Usage), of_type(streamed, Usage)
+    assert counted.completion_tokens == exact.completion_tokens == 12
+    assert 0 < counted.prompt_tokens <= exact.prompt_tokens
 
 
 def test_stream_and_non_stream_give_the_same_text(llama_server: Any) -> None:
@@ -305,7 +325,8 @@ def test_sync_create_completion(llama_server: Any) -> None:
         items = list(Local.create_completion("", HELLO, max_tokens=16, stream=stream))
         assert_answer_shape(items, DEFAULT_ALIAS, llama_server.base_url)
         assert text_of(items).strip()
-        assert len(of_type(items, Usage)) == (0 if stream else 1)
+        (usage,) = of_type(items, Usage)  # the server's, or counted by Local for a stream
+        assert_sane_usage(usage, 16)
 
 
 # ----------------------------------------------------------------------- tool calls
@@ -332,7 +353,8 @@ def test_forced_tool_call(llama_server: Any, tool_choice: Any, stream: bool) -> 
     assert_weather_call(calls.calls[0])
     assert items[-1] == FinishReason("tool_calls")
     assert text_of(items) == ""
-    assert len(of_type(items, Usage)) == (0 if stream else 1)
+    (usage,) = of_type(items, Usage)  # streamed: the tool call's arguments counted by llama.cpp's tokenizer
+    assert_sane_usage(usage, TOOL_MAX_TOKENS)
 
 
 def test_tool_result_turn_with_null_assistant_content(llama_server: Any) -> None:
@@ -485,10 +507,8 @@ def test_local_rejects_an_unknown_model_before_sending(llama_server: Any) -> Non
 
 
 def test_async_client_chat_stream_and_tool_round_trip(llama_server: Any) -> None:
-    client_module = pytest.importorskip("llmrelay.client")
-
     async def main() -> None:
-        async with client_module.AsyncClient(provider=Local) as client:
+        async with AsyncClient(provider=Local) as client:
             models = await client.models.list()
             assert sorted(model.id for model in models.data) == ["smollm2", "smollm2-embed", "smollm2-tools"]
 
@@ -508,7 +528,11 @@ def test_async_client_chat_stream_and_tool_round_trip(llama_server: Any) -> None
             finishes = [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices]
             assert finishes[-1] in ("stop", "length")
             assert [reason for reason in finishes if reason] == [finishes[-1]]
-            assert all(chunk.usage is None for chunk in chunks)  # the server sent none
+            # The server sends no usage in a stream; Local counts it: one completion token per streamed piece.
+            usages = [chunk.usage for chunk in chunks if chunk.usage is not None]
+            pieces = [chunk for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+            assert len(usages) == 1 and chunks[-1].usage is usages[0], chunks[-3:]
+            assert usages[0].completion_tokens == len(pieces) and usages[0].prompt_tokens > 0
 
             await tool_round_trip(client)
 
@@ -539,8 +563,7 @@ async def tool_round_trip(client: Any) -> None:
 
 
 def test_sync_client_chat_and_stream(llama_server: Any) -> None:
-    client_module = pytest.importorskip("llmrelay.client")
-    with client_module.Client(provider="local") as client:
+    with Client(provider="local") as client:
         completion = client.chat.completions.create(model="", messages=HELLO, max_tokens=12)
         assert completion.choices[0].message.content.strip()
         assert completion.usage.completion_tokens > 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ...responses import Answer, ProviderInfo
 from ..problems import GatewayError
 from . import responses_render
@@ -66,10 +68,11 @@ async def handle(pipeline: Pipeline, x: Exchange) -> web.StreamResponse:
             raise GatewayError(
                 400,
                 "previous_response_not_found",
-                f"no stored response {req.previous_response_id!r} for this key: it is unknown, expired or deleted",
+                f"no stored response {req.previous_response_id!r} for this key: it is unknown, expired, deleted or was too large to keep (responses_max_mb)",
                 "previous_response_id",
             )
         history = conversation(stored)
+        _check_size(x, len(stored) + len(orjson.dumps(req.items)))
         with_history(req, history)
     try:
         return await pipeline.chat(
@@ -87,9 +90,24 @@ def _keeper(pipeline: Pipeline, x: Exchange, req: ResponsesRequest, history: lis
         final = req.renderer.final if req.renderer is not None else req.result
         if final is not None:
             value = record(req, final, history)
-            await pipeline.state.response_put(scope, req.id, value, settings.responses_ttl_s, settings.responses_max)
+            limit = int(settings.responses_max_mb * 1024 * 1024)
+            ttl = settings.responses_ttl_s
+            await pipeline.state.response_put(scope, req.id, value, ttl, settings.responses_max, limit)
 
     return keep
+
+
+def _check_size(x: Exchange, size: int) -> None:
+    """A conversation continued through ``previous_response_id`` is bounded as if its caller had sent it whole:
+    each request loads the chain it continues, which must not grow without end."""
+    if size > x.max_body:
+        raise GatewayError(
+            400,
+            "conversation_too_large",
+            f"the conversation of previous_response_id with this input is {size / 1048576:.1f} MB, more than "
+            f"max_body_mb = {x.settings.max_body_mb:g} MB: start a new response with the items you need as input",
+            "previous_response_id",
+        )
 
 
 def _not_found(response_id: str) -> GatewayError:

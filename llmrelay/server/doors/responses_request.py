@@ -10,8 +10,8 @@ put in front of the request's own by :func:`with_history`.
 from __future__ import annotations
 
 import math
+import secrets
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -116,7 +116,8 @@ _REFUSED_PARTS = {"input_file": "files", "input_audio": "audio input"}
 
 
 def new_item_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
+    """128 random bits: a stored response is found by its id alone when the gateway has no keys."""
+    return prefix + secrets.token_hex(16)
 
 
 class ResponsesRequest(DoorRequest):

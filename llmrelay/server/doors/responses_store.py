@@ -21,6 +21,7 @@ __all__ = ["RESPONSE_ID", "conversation", "input_items_page", "record", "stored_
 # The ids this gateway gives out; anything else is not found without a lookup (and never holds a "/").
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{32}")
 MAX_PAGE = 100
+_SMALL_NUMBER = re.compile(r"[0-9]{1,4}")
 
 
 def record(request: ResponsesRequest, response: dict[str, Any], history: list[dict[str, Any]]) -> bytes:
@@ -54,7 +55,7 @@ def input_items_page(stored: bytes, query: Mapping[str, str]) -> dict[str, Any]:
     if order not in ("asc", "desc"):
         raise _invalid(f"'order' must be asc or desc, not {order!r}", "order")
     text = query.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not _SMALL_NUMBER.fullmatch(text) or not 1 <= int(text) <= MAX_PAGE:  # not str.isdigit: "²" is a digit
         raise _invalid(f"'limit' must be an integer from 1 to {MAX_PAGE}, not {text!r}", "limit")
     if order == "desc":
         items.reverse()
