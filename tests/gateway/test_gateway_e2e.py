@@ -69,10 +69,9 @@ def test_sdk_sync_json_stream_and_tools(server: ScriptedServer, spawn_gateway) -
     ids = [model.id for model in client.models.list()]
     assert "fast" in ids
 
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=gw.base, api_key="sk-llmrelay-nope", max_retries=0).chat.completions.create(
-            model="fast", messages=[{"role": "user", "content": "Hi"}]
-        )
+    wrong = openai.OpenAI(base_url=gw.base, api_key="sk-llmrelay-nope", max_retries=0)
+    with wrong, pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="fast", messages=[{"role": "user", "content": "Hi"}])
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nowhere/x", messages=[{"role": "user", "content": "Hi"}])
     server.script(sse_reply(chunk("cut"), end="abrupt"))

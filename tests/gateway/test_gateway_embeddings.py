@@ -28,6 +28,12 @@ def client_for(gw: Any) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base, api_key="unused", max_retries=0)
 
 
+def embed(gw: Any, **params: Any) -> Any:
+    """One SDK embeddings call; the SDK client (and its pooled socket) is closed before returning."""
+    with client_for(gw) as sdk:
+        return sdk.embeddings.create(**params)
+
+
 def post(gw: Any, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
     request = urllib.request.Request(
         gw.base + "/embeddings", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -42,7 +48,7 @@ def post(gw: Any, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, 
 def test_sdk_default_base64_is_encoded_by_the_gateway(server: ScriptedServer, make_gateway) -> None:
     server.route("POST", "/v1/embeddings", embeddings_handler(dimensions=3))
     gw = make_gateway(ROUTES)
-    answer = client_for(gw).embeddings.create(model="up/e1", input=["one", "three"])
+    answer = embed(gw, model="up/e1", input=["one", "three"])
     assert [item.embedding for item in answer.data] == [embedding_vector("one"), embedding_vector("three")]
     assert [item.index for item in answer.data] == [0, 1]
     assert answer.model == "e1" and answer.usage.prompt_tokens == 8 and answer.usage.total_tokens == 8
@@ -60,9 +66,7 @@ def test_sdk_default_base64_is_encoded_by_the_gateway(server: ScriptedServer, ma
 def test_floats_token_ids_and_options_pass_through(server: ScriptedServer, make_gateway) -> None:
     server.route("POST", "/v1/embeddings", embeddings_handler(dimensions=2))
     gw = make_gateway(ROUTES)
-    answer = client_for(gw).embeddings.create(
-        model="up/e1", input=[[1, 2, 3]], encoding_format="float", dimensions=2, user="u-7"
-    )
+    answer = embed(gw, model="up/e1", input=[[1, 2, 3]], encoding_format="float", dimensions=2, user="u-7")
     assert answer.data[0].embedding == embedding_vector([1, 2, 3], 2)
     assert server.requests[0].json() == {
         "model": "e1",
@@ -98,8 +102,8 @@ def test_bad_options_are_400s_naming_them(server: ScriptedServer, make_gateway) 
     for field, value in (("encoding_format", "hex"), ("dimensions", 0)):
         status, _, error = post(gw, {"model": "up/e1", "input": "a", field: value})
         assert status == 400 and error["error"]["param"] == field
-    with pytest.raises(openai.BadRequestError) as caught:
-        client_for(gw).embeddings.create(model="up/e1", input=[])
+    with client_for(gw) as sdk, pytest.raises(openai.BadRequestError) as caught:
+        sdk.embeddings.create(model="up/e1", input=[])
     assert caught.value.body["param"] == "input"  # type: ignore[index]
     assert server.requests == []
 
@@ -108,7 +112,7 @@ def test_a_route_fails_over_to_its_next_target(server: ScriptedServer, make_gate
     server.route("POST", "/v1/embeddings", json_reply({"error": {"message": "down"}}, 500))
     server.route("POST", "/v1/second/embeddings", embeddings_handler(dimensions=1))
     gw = make_gateway(ROUTES)
-    answer = client_for(gw).embeddings.create(model="emb", input="abc")
+    answer = embed(gw, model="emb", input="abc")
     assert answer.data[0].embedding == embedding_vector("abc", 1)
     assert [request.path for request in server.requests][-1] == "/v1/second/embeddings"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -29,8 +30,21 @@ WEATHER = {
 PIECES = ["Hel", "lo", ", wörld 🚀\n", '"quoted" \\ <think>x</think>', " ", "\r\n"]
 
 
+_opened: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    """Every SDK client a test opened is closed after it, passed or failed: none leaves a pooled socket behind."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def client(gw: Any, key: str = KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base, api_key=key, max_retries=0)
+    sdk = openai.OpenAI(base_url=gw.base, api_key=key, max_retries=0)
+    _opened.append(sdk)
+    return sdk
 
 
 def streamed(*pieces: str, reasoning: tuple[str, ...] = (), finish: str = "stop", **extra: Any) -> Reply:
@@ -285,8 +299,8 @@ def test_failure_after_output_is_response_failed(server: ScriptedServer, make_ga
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["code"] == "upstream_error" and failed["error"]["message"]
     assert failed["id"] == events[0]["response"]["id"]
-    with pytest.raises(openai.APIError):
-        with client(gw).responses.stream(model="up/x", input="Hi") as stream:
+    with client(gw) as sdk, pytest.raises(openai.APIError):
+        with sdk.responses.stream(model="up/x", input="Hi") as stream:
             server.script(sse_reply(chunk("cut"), end="abrupt"))
             stream.get_final_response()
 
@@ -339,8 +353,8 @@ def test_errors_and_ignored_fields(server: ScriptedServer, make_gateway) -> None
     error = bad_request(lambda: sdk.responses.create(model="up/x", input="Hi", max_output_tokens="many"))  # type: ignore[arg-type]
     assert (error["code"], error["param"]) == ("invalid_request", "max_output_tokens")
     assert server.requests == []  # none of these reached the upstream
-    with pytest.raises(openai.AuthenticationError):
-        client(gw, "sk-llmrelay-wrong").responses.create(model="up/x", input="Hi")
+    with client(gw, "sk-llmrelay-wrong") as wrong, pytest.raises(openai.AuthenticationError):
+        wrong.responses.create(model="up/x", input="Hi")
     with pytest.raises(openai.NotFoundError):
         sdk.responses.create(model="nowhere/x", input="Hi")
     server.script(json_reply(completion("ok")))

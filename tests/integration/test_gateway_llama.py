@@ -178,18 +178,18 @@ def test_large_max_tokens_lowered_to_the_models_context_and_effort_dropped(gatew
 
 
 def test_embeddings_through_the_gateway_with_the_sdk_default_base64(gateway: Running) -> None:
-    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
-    answer = client.embeddings.create(model="local/smollm2-embed", input=["a red apple", "a green pear"])
-    assert [len(item.embedding) for item in answer.data] == [576, 576]
-    assert [item.index for item in answer.data] == [0, 1]
-    assert answer.model == "smollm2-embed" and answer.usage.prompt_tokens > 0
-    floats = client.embeddings.create(model="local/smollm2-embed", input="a red apple", encoding_format="float")
-    assert floats.data[0].embedding == pytest.approx(answer.data[0].embedding, abs=1e-6)
+    with openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0) as client:
+        answer = client.embeddings.create(model="local/smollm2-embed", input=["a red apple", "a green pear"])
+        assert [len(item.embedding) for item in answer.data] == [576, 576]
+        assert [item.index for item in answer.data] == [0, 1]
+        assert answer.model == "smollm2-embed" and answer.usage.prompt_tokens > 0
+        floats = client.embeddings.create(model="local/smollm2-embed", input="a red apple", encoding_format="float")
+        assert floats.data[0].embedding == pytest.approx(answer.data[0].embedding, abs=1e-6)
 
 
 def test_embeddings_the_local_server_cannot_take_are_400s(gateway: Running) -> None:
-    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.embeddings.create(model="local/smollm2-embed", input=[[1, 2, 3]])
-    assert caught.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
-    assert "text only" in caught.value.body["message"]  # type: ignore[index]
+    with openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="local/smollm2-embed", input=[[1, 2, 3]])
+        assert caught.value.body["code"] == "unsupported_parameter"  # type: ignore[index]
+        assert "text only" in caught.value.body["message"]  # type: ignore[index]
