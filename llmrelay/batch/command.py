@@ -8,29 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli import positive_int, positive_number
+
 __all__ = ["add_command", "cmd_batch", "default_output"]
 
 EXIT_USAGE = 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number more than 0")
-    return value
 
 
 def default_output(path: str) -> str:
@@ -57,18 +39,18 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     batch.add_argument(
         "--max-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         metavar="N",
         help="most requests in flight at once (default 64)",
     )
-    batch.add_argument("--rpm", type=_positive_number, metavar="N", help="start at most N requests a minute, evenly")
+    batch.add_argument("--rpm", type=positive_number, metavar="N", help="start at most N requests a minute, evenly")
     batch.add_argument(
-        "--tpm", type=_positive_int, metavar="N", help="hold new starts while the last minute's tokens reach N"
+        "--tpm", type=positive_int, metavar="N", help="hold new starts while the last minute's tokens reach N"
     )
     batch.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         metavar="N",
         help="attempts per line for retryable failures (connection, 408, 409, 429, 5xx; default 5)",
@@ -77,7 +59,7 @@ def add_command(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     batch.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local one started for the run)"
     )
-    batch.add_argument("--ray-actors", type=_positive_int, metavar="N", help="Ray actors (default: 2)")
+    batch.add_argument("--ray-actors", type=positive_int, metavar="N", help="Ray actors (default: 2)")
     batch.add_argument("--json", action="store_true", help="print the summary as a JSON object on stdout")
     batch.set_defaults(handler=cmd_batch)
 
