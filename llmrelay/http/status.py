@@ -32,7 +32,7 @@ from ..errors import (
     ServerError,
 )
 
-__all__ = ["error_from_data", "error_from_response", "parse_retry_after", "redact", "redact_error"]
+__all__ = ["data_answer", "error_from_data", "error_from_response", "parse_retry_after", "redact", "redact_error"]
 
 BODY_EXCERPT = 1000
 MESSAGE_LIMIT = 500
@@ -344,3 +344,18 @@ def _default_reason(status: int | None) -> str:
         return HTTPStatus(status).phrase if status else "error"
     except ValueError:
         return f"HTTP status {status}"
+
+
+def data_answer(raw: bytes, provider: str, what: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A JSON answer holding a ``data`` list of objects (images, embeddings): the whole object and that list.
+    An error body becomes its typed error; anything else a ``ResponseError`` naming ``what`` (``"image"`` …)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ResponseError(f"the {what} answer is not JSON: {shorten(raw)!r}", provider=provider) from None
+    if isinstance(data, dict) and data.get("error") is not None:
+        raise error_from_data(data, provider=provider) or ResponseError(shorten(raw), provider=provider)
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
+        raise ResponseError(f"the {what} answer has an unexpected shape: {shorten(raw)!r}", provider=provider)
+    return data, entries

@@ -12,11 +12,8 @@ import math
 import struct
 from typing import Any
 
-import orjson
-
-from .._text import shorten
 from ..errors import InvalidRequestError, ResponseError
-from ..http.status import error_from_data
+from ..http.status import data_answer
 
 __all__ = [
     "EMBEDDING_PARAMETERS",
@@ -154,22 +151,14 @@ def parse_embedding_answer(raw: bytes, name: str, model: str, count: int) -> dic
     """The server's embeddings JSON in the OpenAI shape, float vectors in input order: ``{"object": "list",
     "data": [{"object": "embedding", "index", "embedding"}], "model", "usage"}``. Errors become typed errors;
     an answer with the wrong number of vectors is a ``ResponseError``."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ResponseError(f"the embeddings answer is not JSON: {shorten(raw)!r}", provider=name) from None
-    if isinstance(data, dict) and data.get("error") is not None:
-        raise error_from_data(data, provider=name) or ResponseError(shorten(raw), provider=name)
-    entries = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
-        raise ResponseError(f"the embeddings answer has an unexpected shape: {shorten(raw)!r}", provider=name)
+    data, entries = data_answer(raw, name, "embeddings")
     if len(entries) != count:
         raise ResponseError(f"the embeddings answer holds {len(entries)} vectors for {count} inputs", provider=name)
     indexes = [item.get("index", position) for position, item in enumerate(entries)]
     if sorted(indexes) != list(range(count)):
         raise ResponseError(f"the embeddings answer's indexes are not 0…{count - 1}", provider=name)
     ordered = sorted(zip(indexes, entries, strict=True), key=lambda pair: pair[0])
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
     prompt_tokens = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
     total_tokens = usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else prompt_tokens
     return {

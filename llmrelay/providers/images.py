@@ -11,11 +11,9 @@ import base64
 import binascii
 from typing import Any
 
-import orjson
-
 from .._text import content_text, shorten
 from ..errors import ResponseError
-from ..http.status import error_from_data
+from ..http.status import data_answer
 from ..media import data_uri
 from ..typing import Messages
 
@@ -56,15 +54,7 @@ def image_body(model: str, prompt: str, options: dict[str, Any], extra_data: dic
 
 def parse_image_answer(raw: bytes, name: str) -> dict[str, Any]:
     """The server's images JSON (``{"data": [{"url" | "b64_json"}, …]}``), checked; errors become typed errors."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ResponseError(f"the image answer is not JSON: {shorten(raw)!r}", provider=name) from None
-    if isinstance(data, dict) and data.get("error") is not None:
-        raise error_from_data(data, provider=name) or ResponseError(shorten(raw), provider=name)
-    entries = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
-        raise ResponseError(f"the image answer has an unexpected shape: {shorten(raw)!r}", provider=name)
+    data, entries = data_answer(raw, name, "image")
     if not any(item.get("url") or item.get("b64_json") for item in entries):
         raise ResponseError(f"the image answer holds no image: {shorten(raw)!r}", provider=name)
     return data

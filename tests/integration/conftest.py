@@ -15,9 +15,14 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from gateway_support import Lines, Running
+
+from llmrelay.server.app import Gateway
+from llmrelay.server.config import load_config
 
 # Import names of what the server needs: llama-cpp-python and its "server" extra.
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -87,3 +92,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if tail:
                 report.sections.append(("llama.cpp server log (tail)", tail))
     return report
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Running]:
+    """The gateway in-process with one route, ``small`` → ``local/smollm2`` (the llama.cpp server of the session)."""
+    path = tmp_path / "gateway.toml"
+    path.write_text('[routes.small]\ntargets = ["local/smollm2"]\n')
+    log: list[str] = []
+    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
+    try:
+        yield running
+    finally:
+        running.stop()

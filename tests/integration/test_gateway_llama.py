@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -29,18 +28,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Running]:
-    path = tmp_path / "gateway.toml"
-    path.write_text('[routes.small]\ntargets = ["local/smollm2"]\n')
-    log: list[str] = []
-    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_streamed_chat(gateway: Running) -> None:

@@ -4,15 +4,11 @@ official ``anthropic`` SDK (SPEC 9.3, 9.5). Every request sends a small ``max_to
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
-from gateway_support import Lines, Running
-
-from llmrelay.server.app import Gateway
-from llmrelay.server.config import load_config
+from gateway_support import Running
 
 pytestmark = [pytest.mark.llama, pytest.mark.usefixtures("llama_server")]
 
@@ -21,18 +17,6 @@ WEATHER = {
     "description": "Get the current weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Running]:
-    path = tmp_path / "gateway.toml"
-    path.write_text('[routes.small]\ntargets = ["local/smollm2"]\n')
-    log: list[str] = []
-    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 _OPEN: list[anthropic.Anthropic] = []

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from gateway_support import Lines, Running
-
-from llmrelay.server.app import Gateway
-from llmrelay.server.config import load_config
+from gateway_support import Running
 
 pytestmark = [pytest.mark.llama, pytest.mark.usefixtures("llama_server")]
 
@@ -26,17 +22,9 @@ WEATHER = {
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[openai.OpenAI]:
-    path = tmp_path / "gateway.toml"
-    path.write_text('[routes.small]\ntargets = ["local/smollm2"]\n')
-    log: list[str] = []
-    running = Running(Gateway(load_config(str(path)), log_stream=Lines(log, lambda line: None)), log).start()
-    sdk = openai.OpenAI(base_url=running.base, api_key="none", max_retries=0)
-    try:
+def client(gateway: Running) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0) as sdk:
         yield sdk
-    finally:
-        sdk.close()
-        running.stop()
 
 
 def test_text_and_stream(client: openai.OpenAI) -> None:
