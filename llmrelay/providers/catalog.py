@@ -23,7 +23,6 @@ import os
 from typing import Any, ClassVar
 
 from ..errors import UnsupportedParameterError
-from ..typing import AsyncResult, Messages
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -278,16 +277,12 @@ class SelfHosted(CatalogProvider):
     needs_auth = False
 
     @classmethod
-    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
-        if not model and not cls.default_model and not (kwargs.get("media") and cls.default_vision_model):
-            model = await cls.first_model(
-                api_key=kwargs.get("api_key"),
-                api_base=kwargs.get("api_base") or kwargs.get("base_url"),
-                timeout=kwargs.get("timeout"),
-                proxy=kwargs.get("proxy"),
-            )
-        async for item in super().create_async_generator(model, messages, **kwargs):
-            yield item
+    async def choose_model(
+        cls, model: str, *, has_media: bool, api_key: str | None, api_base: str | None, timeout: Any, proxy: Any
+    ) -> str:
+        if not model and not cls.default_model and not (has_media and cls.default_vision_model):
+            model = await cls.first_model(api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy)
+        return model
 
     @classmethod
     async def first_model(

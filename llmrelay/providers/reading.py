@@ -21,7 +21,7 @@ from ..http.status import error_from_data
 from ..responses import AudioResponse, FinishReason, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
 from ..typing import AsyncResult
 
-__all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_body", "read_response"]
+__all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_answer", "read_body", "read_response"]
 
 FINISH_GRACE = 0.5  # seconds to wait for a usage trailer after finish_reason when [DONE] does not come
 
@@ -49,6 +49,16 @@ async def read_response(response: Response, name: str, model: str, timeout: floa
             status=response.status,
             provider=name,
         )
+
+
+async def read_answer(response: Response, name: str, model: str, timeout: float) -> list[Any]:
+    """Every event of an answer at once (what :func:`read_response` yields), for a caller that wants the whole
+    answer: a JSON completion is read without an async generator."""
+    content_type = response.content_type
+    if content_type == "application/json" or content_type.endswith("+json"):
+        body = await read_body(response, name, timeout)
+        return events_from_completion(body, name, model, response.url)
+    return [item async for item in read_response(response, name, model, timeout)]
 
 
 async def read_body(response: Response, name: str, timeout: float) -> bytes:

@@ -15,7 +15,7 @@ from .._runner import run_sync
 from .._text import shorten
 from ..errors import MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
-from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
+from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, open_response
 from ..http.status import redact, redact_error
 from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
@@ -33,9 +33,9 @@ from .embeddings import (
 )
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
-from .reading import read_body, read_response
+from .reading import read_answer, read_body, read_response
 
-__all__ = ["OpenaiTemplate"]
+__all__ = ["OpenaiTemplate", "OpenedChat"]
 
 log = logging.getLogger("llmrelay")
 
@@ -79,6 +79,30 @@ OPENAI_PARAMETERS = (
     "web_search_options",
     "stream_options",
 )
+
+
+class OpenedChat:
+    """A chat call sent by :meth:`OpenaiTemplate.open_chat`: the open ``response`` to read, or (an image model)
+    the answer's ``events`` already complete; the provider's ``name``, the ``model`` sent, the idle ``timeout``
+    and the ``secrets`` no error may quote."""
+
+    __slots__ = ("events", "model", "name", "response", "secrets", "timeout")
+
+    def __init__(
+        self,
+        response: Response | None,
+        name: str,
+        model: str,
+        timeout: float,
+        secrets: tuple[str | None, ...],
+        events: list[Any] | None = None,
+    ) -> None:
+        self.response = response
+        self.name = name
+        self.model = model
+        self.timeout = timeout
+        self.secrets = secrets
+        self.events = events
 
 
 class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin):
@@ -298,7 +322,51 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     # ------------------------------------------------------------------- chat
 
     @classmethod
-    async def create_async_generator(
+    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
+        """Send a chat (or image) request and yield the answer as text pieces and typed events.
+
+        The keywords are those of :meth:`open_chat` (``stream``, ``temperature``, ``max_tokens``, ``api_key`` …).
+        """
+        opened = await cls.open_chat(model, messages, **kwargs)
+        if opened.events is not None:
+            for item in opened.events:
+                yield item
+            return
+        assert opened.response is not None
+        try:
+            async for item in read_response(opened.response, opened.name, opened.model, opened.timeout):
+                yield item
+        except RelayError as error:
+            redact_error(error, opened.secrets)
+            raise
+
+    @classmethod
+    async def complete_async(cls, model: str, messages: Messages, **kwargs: Any) -> list[Any]:
+        """Every event of a non-streamed chat answer at once: what ``create_async_generator(stream=False)`` yields,
+        without an async generator per call (the path of the client, the gateway and the batch runner). A subclass
+        that overrides ``create_async_generator`` is read through it."""
+        kwargs["stream"] = False
+        if getattr(cls.create_async_generator, "__func__", None) is not _TEMPLATE_GENERATOR:
+            return [item async for item in cls.create_async_generator(model, messages, **kwargs)]
+        opened = await cls.open_chat(model, messages, **kwargs)
+        if opened.events is not None:
+            return opened.events
+        assert opened.response is not None
+        try:
+            return await read_answer(opened.response, opened.name, opened.model, opened.timeout)
+        except RelayError as error:
+            redact_error(error, opened.secrets)
+            raise
+
+    @classmethod
+    async def choose_model(
+        cls, model: str, *, has_media: bool, api_key: str | None, api_base: str | None, timeout: Any, proxy: Any
+    ) -> str:
+        """The model of a chat call before aliases apply (as given here; a server on this machine may pick one)."""
+        return model
+
+    @classmethod
+    async def open_chat(
         cls,
         model: str,
         messages: Messages,
@@ -321,8 +389,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         extra_data: dict[str, Any] | None = None,
         total_timeout: float | None = None,
         **kwargs: Any,
-    ) -> AsyncResult:
-        """Send a chat (or image) request and yield the answer as text pieces and typed events."""
+    ) -> OpenedChat:
+        """Check the call, send the request and return the open answer (an image model's events at once)."""
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
@@ -335,6 +403,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
             )
         await cls.prepare()
+        model = await cls.choose_model(
+            model, has_media=bool(media), api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy
+        )
         endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
@@ -343,16 +414,18 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         model = cls.get_model(model, has_media=bool(media), api_key=api_key, api_base=base)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         request = cls._request_options(api_key, proxy, timeout, total_timeout, impersonate)
-        name = cls.get_name()
+        name = request["provider"]
+        secrets = request["secrets"]
         try:
             if cls.is_image_model(model, base, api_key):
                 options = {key: kwargs.pop(key) for key in (*IMAGE_PARAMETERS, *IMAGE_SIZE_PARAMETERS) if key in kwargs}
                 _reject_unknown(kwargs, name)
                 prompt = prompt or last_user_text(messages)
                 data = await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
-                yield ProviderInfo(name, model, join_url(base, "images/generations"))
-                yield ImageResponse(image_urls(data, name), prompt)
-                return
+                info = ProviderInfo(name, model, join_url(base, "images/generations"))
+                return OpenedChat(
+                    None, name, model, timeout, secrets, [info, ImageResponse(image_urls(data, name), prompt)]
+                )
 
             allowed = cls.extra_parameters
             if extra_parameters:
@@ -387,11 +460,10 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 body=_dumps(body),
                 **request,
             )
-            async for item in read_response(response, name, model, timeout):
-                yield item
         except RelayError as error:
-            redact_error(error, (api_key, *cls.redacted))
+            redact_error(error, secrets)
             raise
+        return OpenedChat(response, name, model, timeout, secrets)
 
     @classmethod
     def _request_options(
@@ -554,6 +626,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     def prepare_embedding_body(cls, body: dict[str, Any]) -> dict[str, Any]:
         """Last look at the embeddings body before it is sent; providers with quirks override it."""
         return body
+
+
+_TEMPLATE_GENERATOR = OpenaiTemplate.create_async_generator.__func__  # type: ignore[attr-defined]
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
