@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+from .._env import getenv
 from ..errors import UnsupportedParameterError
 from .template import OpenaiTemplate
 
@@ -73,7 +74,7 @@ class CatalogProvider(OpenaiTemplate):
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:
         if not api_base and cls.api_base_env:
-            api_base = os.environ.get(cls.api_base_env) or None
+            api_base = getenv(cls.api_base_env) or None
         return super().get_api_base(api_base)
 
     @classmethod
@@ -344,7 +345,7 @@ class Custom(SelfHosted):
 
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:
-        base = api_base or os.environ.get("LLMRELAY_API_BASE")
+        base = api_base or getenv("LLMRELAY_API_BASE")
         if not base:
             raise ValueError(
                 "Custom needs a base URL: set LLMRELAY_API_BASE (e.g. http://localhost:8000/v1) "

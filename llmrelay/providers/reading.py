@@ -172,6 +172,10 @@ def events_from_completion(body: bytes, name: str, model: str, url: str) -> list
     if not isinstance(choices, list):
         raise ResponseError(f"the answer is not a chat completion: {shorten(body)!r}", provider=name)
     events: list[Any] = [provider_info(name, data, model, url)]
+    plain = _plain_answer(data, choices)
+    if plain is not None:
+        events.extend(plain)
+        return events
     state = ChunkState()
     try:
         choice = choices[0] if choices else {}
@@ -183,6 +187,37 @@ def events_from_completion(body: bytes, name: str, model: str, url: str) -> list
     except (AttributeError, TypeError, KeyError):
         raise ResponseError(f"the answer has an unexpected shape: {shorten(body)!r}", provider=name) from None
     events.extend(state.trailer())
+    return events
+
+
+_PLAIN_MESSAGE = frozenset(("role", "content", "refusal", "annotations"))
+
+
+def _plain_answer(data: dict[str, Any], choices: list[Any]) -> list[Any] | None:
+    """The events after ``ProviderInfo`` of the common answer — a message of text only, usage as an object or
+    none — as :class:`ChunkState` would make them, without it; None for any other answer (read in full)."""
+    choice = choices[0] if choices else None
+    if type(choice) is not dict:
+        return None
+    message = choice.get("message")
+    usage = data.get("usage")
+    if (
+        type(message) is not dict
+        or not message.keys() <= _PLAIN_MESSAGE
+        or message.get("refusal")
+        or not (usage is None or type(usage) is dict)
+        or (not usage and "x_groq" in data)
+    ):
+        return None
+    content = message.get("content")
+    if content is not None and type(content) is not str:
+        return None
+    events: list[Any] = [content] if content else []
+    if usage:
+        events.append(Usage.from_dict(usage))
+    finish = choice.get("finish_reason")
+    if finish:
+        events.append(FinishReason(finish_reason(finish, False)))
     return events
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .._env import getenv
 from .._runner import run_sync
 from .._text import shorten
 from ..errors import MissingAuthError, RelayError, ResponseError
@@ -183,7 +184,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def get_api_key(cls, api_key: str | None = None) -> str | None:
         """The key for a request: the argument, else the class's, else the environment's."""
-        return api_key or cls.api_key or os.environ.get(cls.get_api_key_env()) or None
+        return api_key or cls.api_key or getenv(cls.get_api_key_env()) or None
 
     @classmethod
     def get_headers(
@@ -212,10 +213,11 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def check_auth(cls, api_key: str | None) -> None:
         """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
-        try:
-            check_api_key(api_key, f"{cls.get_api_key_env()} or api_key=")
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{cls.get_name()}: {error}") from None
+        if api_key is not None and not (type(api_key) is str and api_key.isprintable() and api_key == api_key.strip()):
+            try:
+                check_api_key(api_key, f"{cls.get_api_key_env()} or api_key=")
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{cls.get_name()}: {error}") from None
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
@@ -362,7 +364,8 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     async def choose_model(
         cls, model: str, *, has_media: bool, api_key: str | None, api_base: str | None, timeout: Any, proxy: Any
     ) -> str:
-        """The model of a chat call before aliases apply (as given here; a server on this machine may pick one)."""
+        """The model of a chat call that names none, before aliases apply: ``""`` here (``get_model`` then takes
+        ``default_model``); a server on this machine may ask which one it serves."""
         return model
 
     @classmethod
@@ -394,18 +397,18 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
-        extra_data = _mapping("extra_data", extra_data)
+        if extra_data is not None and type(extra_data) is not dict:
+            extra_data = _mapping("extra_data", extra_data)
         if "extra_body" in kwargs:
             extra_body = _mapping("extra_body", kwargs.pop("extra_body"))
             extra_data = {**(extra_data or {}), **(extra_body or {})}
-        if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
-            raise TypeError(
-                f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
-            )
+        if type(messages) is not list or any(type(message) is not dict for message in messages):
+            _check_messages(messages)
         await cls.prepare()
-        model = await cls.choose_model(
-            model, has_media=bool(media), api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy
-        )
+        if not model:
+            model = await cls.choose_model(
+                model, has_media=bool(media), api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy
+            )
         endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
@@ -653,6 +656,13 @@ def _check_finite(value: Any, path: str) -> None:
     elif kind is list or kind is tuple:
         for index, item in enumerate(value):
             _check_finite(item, f"{path}[{index}]")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
+        raise TypeError(
+            f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
+        )
 
 
 def _mapping(name: str, value: Any) -> dict[str, Any] | None:
