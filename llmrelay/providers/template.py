@@ -200,14 +200,18 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         api_key = cls.get_api_key(api_key)
         if api_key:
             result["Authorization"] = f"Bearer {api_key}"
-        for extra in (cls.headers, headers):
-            if extra:
-                for name, value in extra.items():
-                    lowered = name.lower()
-                    for existing in [key for key in result if key.lower() == lowered]:
-                        del result[existing]
-                    if value is not None:  # None removes the header
-                        result[name] = value
+        if cls.headers or headers:
+            names = {name.lower(): name for name in result}  # lower-cased name -> the name as it is in result
+            for extra in (cls.headers, headers):
+                if extra:
+                    for name, value in extra.items():
+                        lowered = name.lower()
+                        existing = names.pop(lowered, None)
+                        if existing is not None:
+                            del result[existing]
+                        if value is not None:  # None removes the header
+                            result[name] = value
+                            names[lowered] = name
         return result
 
     @classmethod
