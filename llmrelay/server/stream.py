@@ -36,7 +36,18 @@ class _Live:
     socket write (one HTTP chunk; each still its own SSE event), and an event is never held for a later read.
     """
 
-    __slots__ = ("blocked", "chunked", "keepalive", "last", "pending", "response", "transport", "writer", "writing")
+    __slots__ = (
+        "blocked",
+        "call_soon",
+        "chunked",
+        "keepalive",
+        "last",
+        "pending",
+        "response",
+        "transport",
+        "writer",
+        "writing",
+    )
 
     def __init__(self, x: Exchange, response: web.StreamResponse, keepalive: bytes, now: float) -> None:
         self.response = response
@@ -44,6 +55,7 @@ class _Live:
         self.last = now
         self.writing = False
         self.pending: list[bytes] = []
+        self.call_soon = asyncio.get_running_loop().call_soon  # once: each get_running_loop() is a getpid()
         self.blocked = False  # a flush found the caller's socket full or gone: the writer must drain or stop
         self.transport: asyncio.Transport | None = x.request.transport
         self.writer: AbstractStreamWriter = x.request.writer
@@ -54,7 +66,7 @@ class _Live:
     def add(self, data: bytes) -> None:
         pending = self.pending
         if not pending:
-            asyncio.get_running_loop().call_soon(self.flush)
+            self.call_soon(self.flush)
         pending.append(data)
 
     def take(self) -> bytes:
