@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 
 import aiohttp
 from raw import chat
@@ -226,3 +227,46 @@ def test_events_of_one_upstream_read_leave_in_one_write_and_none_waits(server: S
     assert ["b", "c", "d"] in contents  # the one upstream write: one gateway write
     assert contents[-1] == ["e"]  # the last event came although the upstream stays open
     assert server.wait_for(lambda: server.requests and server.requests[-1].client_disconnected)
+
+
+async def _read_slowly(port: int, body: dict[str, object]) -> bytes:
+    """The whole raw response, read a little at a time through a small receive buffer (a slow caller)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    data = json.dumps(body).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+    )
+    parts = []
+    while piece := await reader.read(4096):
+        parts.append(piece)
+        await asyncio.sleep(0.0005)  # a slow caller: the gateway's socket buffer fills and it must wait for it
+    writer.close()
+    return b"".join(parts)
+
+
+def test_slow_caller_gets_every_event_in_order(server: ScriptedServer, make_gateway) -> None:
+    """A caller that reads more slowly than the upstream sends: the gateway waits for its socket to drain (it does
+    not drop, reorder or merge events)."""
+    gw = make_gateway()
+    pieces = [f"{index:04d}" + "é" * 8000 for index in range(300)]
+    writes: list[bytes | float] = [sse(chunk(pieces[0], role="assistant"))]
+    writes += [sse(*(chunk(piece) for piece in pieces[start : start + 5])) for start in range(1, len(pieces), 5)]
+    writes.append(sse(chunk(finish_reason="stop"), "[DONE]"))
+    server.script(Reply(headers={"Content-Type": "text/event-stream"}, writes=writes))
+    body = {"model": "up/m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    raw = asyncio.run(asyncio.wait_for(_read_slowly(gw.port, body), 60))
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    payload, rest = b"", chunked
+    while True:  # undo the chunked framing
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not size:
+            break
+        payload, rest = payload + rest[:size], rest[size + 2 :]
+    assert _contents(payload) == pieces
+    assert payload.endswith(b"data: [DONE]\n\n")
