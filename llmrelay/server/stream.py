@@ -130,6 +130,7 @@ class StreamWriter:
         try:
             return response, await self._write(x, live, opened, renderer, kept)
         finally:
+            live.pending.clear()  # whatever ended the stream (a hang-up, a cancel): nothing more is written
             self._live.discard(live)
 
     async def _write(
