@@ -320,9 +320,12 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         extra_parameters: list[str] | tuple[str, ...] | None = None,
         extra_data: dict[str, Any] | None = None,
         total_timeout: float | None = None,
+        tool_call_pieces: bool = False,
         **kwargs: Any,
     ) -> AsyncResult:
-        """Send a chat (or image) request and yield the answer as text pieces and typed events."""
+        """Send a chat (or image) request and yield the answer as text pieces and typed events (SPEC 2.6);
+        ``tool_call_pieces=True`` adds a ``ToolCallPiece`` per streamed tool-call arguments piece (the gateway's
+        doors stream calls with them)."""
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
@@ -387,7 +390,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 body=_dumps(body),
                 **request,
             )
-            async for item in read_response(response, name, model, timeout):
+            async for item in read_response(response, name, model, timeout, tool_call_pieces):
                 yield item
         except RelayError as error:
             redact_error(error, (api_key, *cls.redacted))
