@@ -13,7 +13,7 @@ import orjson
 
 from .._runner import run_sync
 from .._text import shorten
-from ..errors import MissingAuthError, RelayError, ResponseError
+from ..errors import InvalidArgumentError, MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
@@ -594,7 +594,8 @@ def _mapping(name: str, value: Any) -> dict[str, Any] | None:
 def _reject_unknown(kwargs: dict[str, Any], name: str) -> None:
     if kwargs:
         names = ", ".join(sorted(kwargs))
-        raise TypeError(
+        raise InvalidArgumentError(
             f"{name}: unexpected keyword argument(s) {names}; pass extra_parameters=[...] to forward them "
-            "or extra_data={...} to merge them into the body"
+            "or extra_data={...} to merge them into the body",
+            min(kwargs),
         )
