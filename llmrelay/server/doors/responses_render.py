@@ -153,6 +153,9 @@ class ResponsesRenderer:
     ``start`` gives ``response.created`` and ``response.in_progress`` (and the first upstream event's), ``event``
     one upstream event's, ``end`` the open item's closing events and ``response.completed`` (or ``incomplete``),
     ``error`` a ``response.failed``. ``final`` is the finished response object once ``end`` ran (what is stored).
+    A tool call's item opens at its first ``ToolCallPiece`` and gets one delta per piece (a custom tool's: the input
+    text the piece completes); what waits while it is open, and the calls that came with no pieces, follow at the
+    complete ``ToolCalls`` (:mod:`.calls`).
     """
 
     keepalive = KEEPALIVE
