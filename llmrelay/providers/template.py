@@ -13,7 +13,7 @@ import orjson
 
 from .._runner import run_sync
 from .._text import shorten
-from ..errors import MissingAuthError, RelayError, ResponseError
+from ..errors import InvalidArgumentError, MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
 from ..http.status import redact, redact_error
@@ -320,9 +320,12 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         extra_parameters: list[str] | tuple[str, ...] | None = None,
         extra_data: dict[str, Any] | None = None,
         total_timeout: float | None = None,
+        tool_call_pieces: bool = False,
         **kwargs: Any,
     ) -> AsyncResult:
-        """Send a chat (or image) request and yield the answer as text pieces and typed events."""
+        """Send a chat (or image) request and yield the answer as text pieces and typed events (SPEC 2.6);
+        ``tool_call_pieces=True`` adds a ``ToolCallPiece`` per streamed tool-call arguments piece (the gateway's
+        doors stream calls with them)."""
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
@@ -387,7 +390,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 body=_dumps(body),
                 **request,
             )
-            async for item in read_response(response, name, model, timeout):
+            async for item in read_response(response, name, model, timeout, tool_call_pieces):
                 yield item
         except RelayError as error:
             redact_error(error, (api_key, *cls.redacted))
@@ -591,7 +594,8 @@ def _mapping(name: str, value: Any) -> dict[str, Any] | None:
 def _reject_unknown(kwargs: dict[str, Any], name: str) -> None:
     if kwargs:
         names = ", ".join(sorted(kwargs))
-        raise TypeError(
+        raise InvalidArgumentError(
             f"{name}: unexpected keyword argument(s) {names}; pass extra_parameters=[...] to forward them "
-            "or extra_data={...} to merge them into the body"
+            "or extra_data={...} to merge them into the body",
+            min(kwargs),
         )
