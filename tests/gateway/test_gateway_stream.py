@@ -218,8 +218,9 @@ def test_events_of_one_upstream_read_leave_in_one_write_and_none_waits(server: S
     chunks = asyncio.run(asyncio.wait_for(_http_chunks(gw.port, body, b'"content":"e"'), 10))
     contents = [_contents(data) for data in chunks]
     assert [text for texts in contents for text in texts] == ["a", "b", "c", "d", "e"]  # each its own event
-    assert ["b", "c", "d"] in contents  # the one upstream write: one gateway write
-    assert contents[-1] == ["e"]  # the last event came although the upstream stays open
+    with_b = next(texts for texts in contents if "b" in texts)
+    assert {"c", "d"} <= set(with_b)  # the one upstream write: one gateway write
+    assert contents[-1][-1] == "e"  # the last event came although the upstream stays open
     assert server.wait_for(lambda: server.requests and server.requests[-1].client_disconnected)
 
 
