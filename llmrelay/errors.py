@@ -44,6 +44,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeoutError",
     "ContextLengthError",
+    "InvalidArgumentError",
     "InvalidRequestError",
     "MissingAuthError",
     "MissingRequirementsError",
@@ -173,6 +174,16 @@ class ContextLengthError(BadRequestError):
 
 class InvalidRequestError(BadRequestError):
     """The caller's request is malformed (a missing or wrong-typed field); ``param`` names the field."""
+
+
+class InvalidArgumentError(InvalidRequestError, TypeError, ValueError):
+    """An argument the caller chose that a provider cannot send (an unknown keyword, a value outside its set, no
+    model to ask); ``param`` names it. Also a ``TypeError`` / ``ValueError``, what such mistakes raise in Python —
+    so the gateway answers it with 400 naming the field, while any other ``TypeError`` / ``ValueError`` there is
+    its own bug (500)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message, param=param, code="invalid_request")
 
 
 class PaymentRequiredError(ResponseError):

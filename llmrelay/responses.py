@@ -19,6 +19,7 @@ __all__ = [
     "ProviderInfo",
     "Reasoning",
     "ResponseType",
+    "ToolCallPiece",
     "ToolCalls",
     "Usage",
 ]
@@ -102,6 +103,25 @@ class ToolCalls(_Event):
 
     def __init__(self, calls: list[dict[str, Any]]) -> None:
         self.calls = calls
+
+
+class ToolCallPiece(_Event):
+    """A piece of a tool call's arguments as the upstream streams it (only when asked for: ``tool_call_pieces=True``).
+
+    ``index`` numbers the calls in the order they appear (the call's position in the final :class:`ToolCalls`);
+    ``id`` and ``name`` are the ones the final ``ToolCalls`` gives that call. A call's first piece comes when its
+    name is known (``arguments`` may be ``""`` then); each later piece is one upstream arguments piece. Joined in
+    order, a call's pieces are its final ``arguments``. The complete ``ToolCalls`` still comes once at the end.
+    """
+
+    __slots__ = ("arguments", "id", "index", "name")
+    tag, cached = "p", ("index", "id", "name", "arguments")
+
+    def __init__(self, index: int, id: str, name: str, arguments: str) -> None:
+        self.index = index
+        self.id = id
+        self.name = name
+        self.arguments = arguments
 
 
 class Usage(_Event):
@@ -189,7 +209,8 @@ class AudioResponse(_Event):
 
 
 _BY_TAG: dict[str, type[_Event]] = {
-    cls.tag: cls for cls in (ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse)
+    cls.tag: cls
+    for cls in (ProviderInfo, Reasoning, ToolCalls, ToolCallPiece, Usage, FinishReason, ImageResponse, AudioResponse)
 }
 
 
@@ -210,7 +231,9 @@ def event_from_cache(data: list[Any]) -> Any:
     return _BY_TAG.get(tag, ProviderInfo).from_cache(data)
 
 
-ResponseType = Union[ProviderInfo, Reasoning, ToolCalls, Usage, FinishReason, ImageResponse, AudioResponse]
+ResponseType = Union[
+    ProviderInfo, Reasoning, ToolCalls, ToolCallPiece, Usage, FinishReason, ImageResponse, AudioResponse
+]
 
 
 class Answer:

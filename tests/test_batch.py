@@ -518,3 +518,20 @@ def test_progress_bar_on_a_terminal(upstream: BatchUpstream, tmp_path: Path) -> 
     assert "40/40" in text and "failed 0" in text and "concurrency 2" in text and "req/s" in text
     assert "\r" in text  # redrawn in place
     assert "batch done: 40 lines, 40 succeeded" in text
+
+
+def test_one_progress_line_every_10_s_off_a_terminal(upstream: BatchUpstream, tmp_path: Path) -> None:
+    """stderr not a terminal: plain lines (no bar, no carriage return), the first one 10 s into the run."""
+    upstream.plan = lambda index, content: Answer(delay=0.5)
+    source = numbered(tmp_path / "slow.jsonl", 24)  # one at a time: at least 12 s
+    result = run_batch(source, upstream.base, "--max-concurrency", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    progress = [line for line in lines if line.startswith("batch: ")]
+    assert 1 <= len(progress) <= 3, result.stderr  # a run of 12-13 s: one line, not one per answer
+    for line in progress:
+        done = int(line.split()[1].split("/")[0])
+        assert 0 < done < 24, line  # written during the run, about 20 answers in
+        assert ", 0 failed, concurrency 1, " in line and " requests/s, ETA " in line, line
+    assert "\r" not in result.stderr
+    assert lines[-1].startswith("batch done: 24 lines, 24 succeeded")

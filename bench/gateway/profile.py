@@ -1,4 +1,4 @@
-"""cProfile of the gateway under load: ``python -m bench.gateway.profile [--stream] [--count N] [--concurrency C]``.
+"""cProfile of the gateway under load: ``python -m bench.gateway.profile [--stream] [--door D] [--count N] [--concurrency C]``.
 
 Runs the fake upstream and the load generator in their own processes and the gateway (auth with one key,
 metrics, access log to /dev/null) in this one, under cProfile; prints the top functions by own time.
@@ -28,6 +28,7 @@ from .run import KEY, ROOT
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--door", default="chat", help="the API shape of the requests: chat | responses | messages")
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--top", type=int, default=35)
@@ -83,6 +84,7 @@ def main() -> None:
         ]
         if args.stream:
             argv.append("--stream")
+        argv += ["--door", args.door]
         warm = await asyncio.create_subprocess_exec(*argv, "--count", "300", cwd=ROOT, stdout=subprocess.PIPE)
         await warm.communicate()
         profile.enable()

@@ -20,7 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidRequestError
-from ..responses import AudioResponse, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
+from ..responses import (
+    AudioResponse,
+    ImageResponse,
+    ProviderInfo,
+    Reasoning,
+    ToolCallPiece,
+    ToolCalls,
+    Usage,
+    finish_reason,
+)
 
 __all__ = [
     "ChatCall",
@@ -311,20 +320,21 @@ class StreamShape:
     events are read. ``chunk(delta)``, ``start(first)`` and ``end()`` give whole chunk dicts.
     """
 
-    __slots__ = ("calls", "created", "id", "include_usage", "model", "provider", "reason", "usage")
+    __slots__ = ("calls", "created", "id", "include_usage", "model", "pieced", "provider", "reason", "usage")
 
     def __init__(self, info: ProviderInfo | None, model: str, provider: str, include_usage: bool) -> None:
         self.id, self.created, self.model = answer_identity(info, model)
         self.provider = info.name if info is not None else provider
         self.include_usage = include_usage
         self.calls = False
+        self.pieced: set[int] = set()  # the calls whose pieces were streamed (not repeated by ToolCalls)
         self.reason: str | None = None
         self.usage: Usage | None = None
 
     @staticmethod
     def role_delta(first: Any) -> dict[str, Any]:
         # OpenAI's first chunk: the role, with content "" before text and null before tool calls.
-        content = None if isinstance(first, (ToolCalls, Reasoning, AudioResponse)) else ""
+        content = None if isinstance(first, (ToolCalls, ToolCallPiece, Reasoning, AudioResponse)) else ""
         return {"role": "assistant", "content": content, "refusal": None}
 
     def delta(self, item: Any) -> dict[str, Any] | None:
@@ -332,9 +342,14 @@ class StreamShape:
             return {"content": item}
         if isinstance(item, Reasoning):
             return {"reasoning_content": item.token}
+        if isinstance(item, ToolCallPiece):
+            return {"tool_calls": [self._piece(item)]}
         if isinstance(item, ToolCalls):
             self.calls = True
-            return {"tool_calls": tool_call_dicts(item.calls, indexed=True)}
+            calls = tool_call_dicts(item.calls, indexed=True)
+            if self.pieced:  # only the calls that came with no pieces
+                calls = [call for call in calls if call["index"] not in self.pieced]
+            return {"tool_calls": calls} if calls else None
         if isinstance(item, Usage):
             self.usage = item
         elif isinstance(item, ProviderInfo):
@@ -348,6 +363,15 @@ class StreamShape:
         else:  # FinishReason
             self.reason = item.reason
         return None
+
+    def _piece(self, piece: ToolCallPiece) -> dict[str, Any]:
+        """One ``delta.tool_calls`` entry per piece: the call's first one with its ``id``, ``type`` and name."""
+        self.calls = True
+        if piece.index in self.pieced:
+            return {"index": piece.index, "function": {"arguments": piece.arguments}}
+        self.pieced.add(piece.index)
+        function = {"name": piece.name, "arguments": piece.arguments}
+        return {"index": piece.index, "id": piece.id, "type": "function", "function": function}
 
     @property
     def finish_reason(self) -> str:

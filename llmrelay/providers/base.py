@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from .._runner import iterate_sync
 from .._text import display_name
+from ..errors import InvalidArgumentError
 from ..http.status import error_from_data
 from ..typing import AsyncResult, CreateResult, Messages
 
@@ -49,7 +50,7 @@ class ProviderModelMixin:
         if not model:
             model = (cls.default_vision_model if has_media else "") or cls.default_model
             if not model:
-                raise ValueError(f"{display_name(cls)}: no model given and no default_model set")
+                raise InvalidArgumentError(f"{display_name(cls)}: no model given and no default_model set", "model")
         target = cls.model_aliases.get(model)
         if target is None:
             return model

@@ -23,7 +23,7 @@ import os
 from typing import Any, ClassVar
 
 from .._env import getenv
-from ..errors import UnsupportedParameterError
+from ..errors import InvalidArgumentError, UnsupportedParameterError
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -296,8 +296,9 @@ class SelfHosted(CatalogProvider):
         """The first model the server lists (the default when none is given)."""
         models = await cls.get_models_async(api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy)
         if not models:
-            raise ValueError(
-                f"{cls.get_name()} at {cls.get_api_base(api_base)} lists no model: load one or pass a model name"
+            raise InvalidArgumentError(
+                f"{cls.get_name()} at {cls.get_api_base(api_base)} lists no model: load one or pass a model name",
+                "model",
             )
         return models[0]
 

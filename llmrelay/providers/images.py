@@ -12,7 +12,7 @@ import binascii
 from typing import Any
 
 from .._text import content_text, shorten
-from ..errors import ResponseError
+from ..errors import InvalidArgumentError, ResponseError
 from ..http.status import data_answer
 from ..media import data_uri
 from ..typing import Messages
@@ -43,7 +43,9 @@ def image_body(model: str, prompt: str, options: dict[str, Any], extra_data: dic
         elif ratio:
             ratio = str(ratio)
             if ratio not in _RATIO_SIZES:
-                raise ValueError(f"aspect_ratio {ratio!r} is not one of {', '.join(_RATIO_SIZES)}; pass size='WxH'")
+                raise InvalidArgumentError(
+                    f"aspect_ratio {ratio!r} is not one of {', '.join(_RATIO_SIZES)}; pass size='WxH'", "aspect_ratio"
+                )
             options["size"] = _RATIO_SIZES[ratio]
     body: dict[str, Any] = {"model": model, "prompt": prompt}
     body.update({name: value for name, value in options.items() if value is not None})

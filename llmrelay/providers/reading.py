@@ -18,7 +18,16 @@ from ..errors import RelayError, ResponseError, StreamIncompleteError
 from ..http.session import TRANSPORT_ERRORS, Response, stream_error
 from ..http.sse import SSEDecoder
 from ..http.status import error_from_data
-from ..responses import AudioResponse, FinishReason, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
+from ..responses import (
+    AudioResponse,
+    FinishReason,
+    ProviderInfo,
+    Reasoning,
+    ToolCallPiece,
+    ToolCalls,
+    Usage,
+    finish_reason,
+)
 from ..typing import AsyncResult
 
 __all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_answer", "read_body", "read_response"]
@@ -26,11 +35,12 @@ __all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_answer", "
 FINISH_GRACE = 0.5  # seconds to wait for a usage trailer after finish_reason when [DONE] does not come
 
 
-async def read_response(response: Response, name: str, model: str, timeout: float) -> AsyncResult:
-    """The events of an answer, read by its content type (whatever ``stream`` asked for); releases the response."""
+async def read_response(response: Response, name: str, model: str, timeout: float, pieces: bool = False) -> AsyncResult:
+    """The events of an answer, read by its content type (whatever ``stream`` asked for); releases the response.
+    ``pieces``: a streamed answer also yields a :class:`ToolCallPiece` per tool-call arguments piece."""
     content_type = response.content_type
     if content_type == "text/event-stream":
-        async for item in read_event_stream(response, name, model, timeout):
+        async for item in read_event_stream(response, name, model, timeout, pieces):
             yield item
         return
     if content_type == "application/json" or content_type.endswith("+json"):
@@ -51,14 +61,14 @@ async def read_response(response: Response, name: str, model: str, timeout: floa
         )
 
 
-async def read_answer(response: Response, name: str, model: str, timeout: float) -> list[Any]:
+async def read_answer(response: Response, name: str, model: str, timeout: float, pieces: bool = False) -> list[Any]:
     """Every event of an answer at once (what :func:`read_response` yields), for a caller that wants the whole
     answer: a JSON completion is read without an async generator."""
     content_type = response.content_type
     if content_type == "application/json" or content_type.endswith("+json"):
         body = await read_body(response, name, timeout)
         return events_from_completion(body, name, model, response.url)
-    return [item async for item in read_response(response, name, model, timeout)]
+    return [item async for item in read_response(response, name, model, timeout, pieces)]
 
 
 async def read_body(response: Response, name: str, timeout: float) -> bytes:
@@ -95,15 +105,16 @@ def provider_info(name: str, data: dict[str, Any], model: str, url: str) -> Prov
 class ChunkState:
     """What an answer has produced so far, fed delta by delta (a whole message is one delta).
 
-    ``take_delta`` returns the items to yield now (text, reasoning); tool calls, audio,
-    usage and the finish reason are kept and come out of ``trailer()`` at the end.
+    ``take_delta`` returns the items to yield now (text, reasoning, and with ``pieces`` each
+    :class:`ToolCallPiece`); tool calls, audio, usage and the finish reason are kept and
+    come out of ``trailer()`` at the end.
     """
 
     __slots__ = ("audio_data", "audio_transcript", "calls", "finish", "text", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, pieces: bool = False) -> None:
         self.text: list[str] = []
-        self.calls = ToolCallAccumulator()
+        self.calls = ToolCallAccumulator(pieces)
         self.usage: dict[str, Any] | None = None
         self.finish: str | None = None
         self.audio_data: list[str] = []
@@ -127,7 +138,7 @@ class ChunkState:
             items.append(refusal)
         tool_calls = delta.get("tool_calls")
         if tool_calls:
-            self.calls.add(tool_calls)
+            items.extend(self.calls.add(tool_calls))
         audio = delta.get("audio")
         if audio:
             self.audio_data.append(audio.get("data") or "")
@@ -221,14 +232,17 @@ def _plain_answer(data: dict[str, Any], choices: list[Any]) -> list[Any] | None:
     return events
 
 
-async def read_event_stream(response: Response, name: str, model: str, timeout: float) -> AsyncResult:
-    """The events of a streamed answer (SPEC 2.6): text as it arrives, the rest at the end."""
+async def read_event_stream(
+    response: Response, name: str, model: str, timeout: float, pieces: bool = False
+) -> AsyncResult:
+    """The events of a streamed answer (SPEC 2.6): text as it arrives, the rest at the end (``pieces``: tool-call
+    arguments pieces as they arrive too)."""
     url = response.url
     decoder = SSEDecoder()
     feed = decoder.feed
     read = response.read_chunk
     loads = orjson.loads
-    state = ChunkState()
+    state = ChunkState(pieces)
     text = state.text
     info_pending = True
     finished_at = 0.0
@@ -314,6 +328,27 @@ async def read_event_stream(response: Response, name: str, model: str, timeout: 
         yield item
 
 
+def _take_call_delta(call: dict[str, Any], delta: dict[str, Any]) -> str:
+    """Fold one delta into its call; the arguments piece it brought (``""``: none)."""
+    call_id = delta.get("id")
+    if call_id:
+        call["id"] = call_id
+    if delta.get("type"):
+        call["type"] = delta["type"]
+    function = delta.get("function")
+    if not function:
+        return ""
+    name = function.get("name")
+    if name and name != call["name"]:
+        call["name"] = call["name"] + name if call["name"] else name
+    arguments = function.get("arguments")
+    if arguments is None:
+        return ""
+    piece = arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
+    call["arguments"].append(piece)
+    return piece
+
+
 def _incomplete(name: str, partial: str) -> RelayError:
     return StreamIncompleteError(
         f"the stream ended before the answer was complete (no finish_reason, no [DONE]) after {len(partial)} characters",
@@ -341,11 +376,16 @@ class ToolCallAccumulator:
     with a new ``id`` starts a call, and a delta without ``id`` continues the call
     last started at the same position of the delta list. Arguments sent as JSON
     objects become JSON strings; a call without an id gets ``call_<n>``.
+
+    With ``pieces``, ``add`` also makes a :class:`ToolCallPiece` per arguments piece as it arrives: a call's first
+    one once its name is known (with the arguments so far), then one per non-empty piece. Its id is fixed then (the
+    upstream's, else ``call_<n>``), so the final calls keep the id their pieces announced.
     """
 
-    __slots__ = ("_by_key", "_by_position", "_calls")
+    __slots__ = ("_by_key", "_by_position", "_calls", "pieces")
 
-    def __init__(self) -> None:
+    def __init__(self, pieces: bool = False) -> None:
+        self.pieces = pieces
         self._calls: list[dict[str, Any]] = []
         self._by_key: dict[Any, dict[str, Any]] = {}
         self._by_position: dict[int, dict[str, Any]] = {}
@@ -353,47 +393,50 @@ class ToolCallAccumulator:
     def __bool__(self) -> bool:
         return bool(self._calls)
 
-    def add(self, deltas: list[dict[str, Any]]) -> None:
+    def add(self, deltas: list[dict[str, Any]]) -> list[ToolCallPiece]:
+        """Take one delta list; the :class:`ToolCallPiece` events it makes (none unless ``pieces``)."""
+        made: list[ToolCallPiece] = []
         for position, delta in enumerate(deltas):
             if not isinstance(delta, dict):
                 raise TypeError("a tool call is not an object")
-            call_id = delta.get("id")
-            index = delta.get("index")
-            if index is not None:
-                key: Any = ("index", index)
-            elif call_id:
-                key = ("id", call_id)
-            else:
-                current = self._by_position.get(position)
-                key = None if current is None else current["_key"]
-            call = self._by_key.get(key) if key is not None else None
-            if call is not None and call_id and call["id"] and call_id != call["id"]:
-                call = None  # a new id at a used index: a new call (servers that send every call as index 0)
-            if call is None:
-                key = key if key is not None else ("position", position, len(self._calls))
-                call = {"_key": key, "id": "", "type": "function", "name": "", "arguments": []}
-                self._by_key[key] = call
-                self._calls.append(call)
-            self._by_position[position] = call
-            if call_id:
-                call["id"] = call_id
-            if delta.get("type"):
-                call["type"] = delta["type"]
-            function = delta.get("function")
-            if function:
-                name = function.get("name")
-                if name and name != call["name"]:
-                    call["name"] = call["name"] + name if call["name"] else name
-                arguments = function.get("arguments")
-                if arguments is not None:
-                    call["arguments"].append(
-                        arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode()
-                    )
+            call = self._call_of(position, delta)
+            piece = _take_call_delta(call, delta)
+            if self.pieces and call["name"]:
+                shown = call["shown"]
+                if shown is None:  # the call's first piece: its id and name are fixed from here on
+                    shown = call["shown"] = call["id"] or f"call_{call['n']}"
+                    made.append(ToolCallPiece(call["n"], shown, call["name"], "".join(call["arguments"])))
+                elif piece:
+                    made.append(ToolCallPiece(call["n"], shown, call["name"], piece))
+        return made
+
+    def _call_of(self, position: int, delta: dict[str, Any]) -> dict[str, Any]:
+        """The call a delta belongs to (a new one when it starts a call)."""
+        call_id = delta.get("id")
+        index = delta.get("index")
+        if index is not None:
+            key: Any = ("index", index)
+        elif call_id:
+            key = ("id", call_id)
+        else:
+            current = self._by_position.get(position)
+            key = None if current is None else current["_key"]
+        call = self._by_key.get(key) if key is not None else None
+        if call is not None and call_id and call["id"] and call_id != call["id"]:
+            call = None  # a new id at a used index: a new call (servers that send every call as index 0)
+        if call is None:
+            key = key if key is not None else ("position", position, len(self._calls))
+            call = {"_key": key, "n": len(self._calls), "id": "", "type": "function", "name": "", "arguments": []}
+            call["shown"] = None  # the id its pieces announced (with ``pieces``)
+            self._by_key[key] = call
+            self._calls.append(call)
+        self._by_position[position] = call
+        return call
 
     def result(self) -> list[dict[str, Any]]:
         return [
             {
-                "id": call["id"] or f"call_{number}",
+                "id": call["shown"] or call["id"] or f"call_{number}",
                 "type": call["type"],
                 "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
             }

@@ -14,7 +14,7 @@ import orjson
 from .._env import getenv
 from .._runner import run_sync
 from .._text import shorten
-from ..errors import MissingAuthError, RelayError, ResponseError
+from ..errors import InvalidArgumentError, MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
 from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, open_response
 from ..http.status import redact, redact_error
@@ -87,7 +87,7 @@ class OpenedChat:
     the answer's ``events`` already complete; the provider's ``name``, the ``model`` sent, the idle ``timeout``
     and the ``secrets`` no error may quote."""
 
-    __slots__ = ("events", "model", "name", "response", "secrets", "timeout")
+    __slots__ = ("events", "model", "name", "pieces", "response", "secrets", "timeout")
 
     def __init__(
         self,
@@ -97,6 +97,7 @@ class OpenedChat:
         timeout: float,
         secrets: tuple[str | None, ...],
         events: list[Any] | None = None,
+        pieces: bool = False,
     ) -> None:
         self.response = response
         self.name = name
@@ -104,6 +105,7 @@ class OpenedChat:
         self.timeout = timeout
         self.secrets = secrets
         self.events = events
+        self.pieces = pieces  # a streamed answer also yields a ToolCallPiece per tool-call arguments piece
 
 
 class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin):
@@ -329,9 +331,11 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
 
     @classmethod
     async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
-        """Send a chat (or image) request and yield the answer as text pieces and typed events.
+        """Send a chat (or image) request and yield the answer as text pieces and typed events (SPEC 2.6).
 
-        The keywords are those of :meth:`open_chat` (``stream``, ``temperature``, ``max_tokens``, ``api_key`` …).
+        The keywords are those of :meth:`open_chat` (``stream``, ``temperature``, ``max_tokens``, ``api_key`` …);
+        ``tool_call_pieces=True`` adds a ``ToolCallPiece`` per streamed tool-call arguments piece (the gateway's
+        doors stream calls with them).
         """
         opened = await cls.open_chat(model, messages, **kwargs)
         if opened.events is not None:
@@ -340,7 +344,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             return
         assert opened.response is not None
         try:
-            async for item in read_response(opened.response, opened.name, opened.model, opened.timeout):
+            async for item in read_response(opened.response, opened.name, opened.model, opened.timeout, opened.pieces):
                 yield item
         except RelayError as error:
             redact_error(error, opened.secrets)
@@ -359,7 +363,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             return opened.events
         assert opened.response is not None
         try:
-            return await read_answer(opened.response, opened.name, opened.model, opened.timeout)
+            return await read_answer(opened.response, opened.name, opened.model, opened.timeout, opened.pieces)
         except RelayError as error:
             redact_error(error, opened.secrets)
             raise
@@ -395,6 +399,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         extra_parameters: list[str] | tuple[str, ...] | None = None,
         extra_data: dict[str, Any] | None = None,
         total_timeout: float | None = None,
+        tool_call_pieces: bool = False,
         **kwargs: Any,
     ) -> OpenedChat:
         """Check the call, send the request and return the open answer (an image model's events at once)."""
@@ -470,7 +475,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         except RelayError as error:
             redact_error(error, secrets)
             raise
-        return OpenedChat(response, name, model, timeout, secrets)
+        return OpenedChat(response, name, model, timeout, secrets, pieces=tool_call_pieces)
 
     @classmethod
     def _request_options(
@@ -680,7 +685,8 @@ def _mapping(name: str, value: Any) -> dict[str, Any] | None:
 def _reject_unknown(kwargs: dict[str, Any], name: str) -> None:
     if kwargs:
         names = ", ".join(sorted(kwargs))
-        raise TypeError(
+        raise InvalidArgumentError(
             f"{name}: unexpected keyword argument(s) {names}; pass extra_parameters=[...] to forward them "
-            "or extra_data={...} to merge them into the body"
+            "or extra_data={...} to merge them into the body",
+            min(kwargs),
         )

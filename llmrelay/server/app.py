@@ -17,10 +17,10 @@ from aiohttp import web
 
 from . import health, playground
 from .accesslog import AccessLog, Entry
-from .config import Config, GatewayKey
+from .config import Config
 from .doors import Door, chat, embeddings, images, messages, responses
 from .exchange import Exchange, request_id
-from .keys import KeyRing, bearer
+from .keys import KeyRing
 from .listing import Listing
 from .metrics import CONTENT_TYPE, Metrics
 from .pipeline import Handler, Pipeline, chat_handler
@@ -172,7 +172,7 @@ class Gateway:
             if "websocket" in request.headers.get("Upgrade", "").lower():
                 raise GatewayError(405, "method_not_allowed", "WebSocket is not served here: send plain HTTP requests")
             if endpoint is not None and endpoint.auth and self.keys:
-                x.key = self._key(request)
+                x.key = self.keys.caller(request.headers)
                 x.entry.key = x.key.name
             return await handler(request)
         except web.HTTPMethodNotAllowed as error:
@@ -189,22 +189,6 @@ class Gateway:
             if x.slot is not None:
                 await self.pipeline.release(x)
             self._end(x.entry)
-
-    def _key(self, request: web.Request) -> GatewayKey:
-        """``Authorization: Bearer`` (any case) or ``x-api-key`` (9.1.2): the first valid one, Authorization first."""
-        given = [bearer(request.headers.get("Authorization")), request.headers.get("x-api-key", "").strip() or None]
-        tokens = [token for token in given if token]
-        for token in tokens:
-            key = self.keys.find(token)
-            if key is not None:
-                return key
-        raise GatewayError(
-            401,
-            "invalid_api_key",
-            "no gateway key given: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-            if not tokens
-            else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
-        )
 
     def _begin(self, request: web.Request) -> Entry:
         self.inflight += 1

@@ -59,6 +59,13 @@ def _ignored_header(names: list[str]) -> str:
     return text
 
 
+class _EventStream(web.StreamResponse):
+    """A streamed answer whose head leaves in the socket write of its first event (aiohttp sends a
+    ``StreamResponse``'s head on its own unless told otherwise); the writer writes the first event at once."""
+
+    _send_headers_immediately = False
+
+
 class Exchange:
     """A request in flight: the aiohttp ``request``, its log ``entry``, the ``door`` it came through (for the
     error shape), the caller's ``key``, the limiter ``slot`` held, and the ``ignored`` field names."""
@@ -109,12 +116,12 @@ class Exchange:
         return self.problem(problem_of(error))
 
     async def open_stream(self) -> web.StreamResponse:
-        """Send the head of a 200 ``text/event-stream`` answer."""
+        """The 200 ``text/event-stream`` answer; its head goes out with the first bytes written."""
         self.entry.status = 200
         headers = self.headers()
         headers["Content-Type"] = "text/event-stream"
         headers["Cache-Control"] = "no-cache"
-        response = web.StreamResponse(status=200, headers=headers)
+        response = _EventStream(status=200, headers=headers)
         await response.prepare(self.request)
         return response
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..client.convert import model_choosing_fields
 from .config import GatewayKey
+from .problems import GatewayError
 
 __all__ = ["KEY_PREFIX", "KeyRing", "allowed", "config_line", "new_key", "widening_field"]
 
@@ -30,7 +31,8 @@ def config_line(name: str, key: str) -> str:
 
 
 class KeyRing:
-    """The configured keys; :meth:`find` maps the secret a caller sent to its key (or None)."""
+    """The configured keys; :meth:`find` maps the secret a caller sent to its key (or None), :meth:`caller` the
+    request headers to the caller's key."""
 
     def __init__(self, keys: list[GatewayKey]) -> None:
         self.keys = list(keys)
@@ -45,6 +47,23 @@ class KeyRing:
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
+
+    def caller(self, headers: Mapping[str, str]) -> GatewayKey:
+        """The caller's key from ``Authorization: Bearer`` (any case) or ``x-api-key`` (SPEC 9.1.2): the first
+        valid one, Authorization first; none valid → 401 ``invalid_api_key``."""
+        given = [bearer(headers.get("Authorization")), headers.get("x-api-key", "").strip() or None]
+        tokens = [token for token in given if token]
+        for token in tokens:
+            key = self.find(token)
+            if key is not None:
+                return key
+        raise GatewayError(
+            401,
+            "invalid_api_key",
+            "no gateway key given: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            if not tokens
+            else "the gateway key is not valid: check the key you send (keys are made with `llmrelay keys new`)",
+        )
 
 
 def bearer(header: str | None) -> str | None:

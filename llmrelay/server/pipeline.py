@@ -489,6 +489,8 @@ class Pipeline:
         async def attempt(target: Target) -> tuple[Target, Opened, list[str]]:
             cls = self.provider_class(target.provider)
             options, notes = self.target_call(plan.route, target, call)
+            if "tools" in options:  # the doors stream each call's arguments as they arrive
+                options = {**options, "tool_call_pieces": True}
             label = target.label
             self.busy[label] = self.busy.get(label, 0) + 1
             try:

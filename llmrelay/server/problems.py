@@ -96,7 +96,7 @@ def problem_of(error: BaseException) -> Problem:
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         body = error.to_dict()["error"]
         return Problem(status, body["code"], body["message"], body["param"], body["type"], headers)
-    if isinstance(error, (ValueError, TypeError)):  # a provider refused what it was given
-        return Problem(400, "invalid_request", str(error))
+    # A caller's mistake is a RelayError with its param (InvalidRequestError, InvalidArgumentError): any other
+    # exception, a ValueError / TypeError included, is the gateway's own failure — logged, never shown.
     log.error("internal error while serving a request", exc_info=error)
     return Problem(500, "internal_error", "the gateway failed; see its log")

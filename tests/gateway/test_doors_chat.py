@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from orjson import dumps
 
-from llmrelay.errors import InvalidRequestError
+from llmrelay.errors import InvalidArgumentError, InvalidRequestError
 from llmrelay.http.sse import SSEDecoder, encode_data
 from llmrelay.responses import (
     Answer,
@@ -128,8 +128,12 @@ def test_problem_of_gateway_relay_and_value_errors() -> None:
     assert (problem.status, problem.code, problem.headers) == (429, "rate_limit_exceeded", {"Retry-After": "3"})
     problem = problem_of(InvalidRequestError("'x' is wrong", param="x", code="invalid_request", status=400))
     assert (problem.status, problem.code, problem.param) == (400, "invalid_request", "x")
-    problem = problem_of(ValueError("no such size"))
-    assert (problem.status, problem.code, problem.message) == (400, "invalid_request", "no such size")
+    problem = problem_of(InvalidArgumentError("aspect_ratio '7:1' is not one of 1:1", "aspect_ratio"))
+    assert (problem.status, problem.code, problem.param) == (400, "invalid_request", "aspect_ratio")
+    for bug in (ValueError("not enough values to unpack"), TypeError("'NoneType' object is not subscriptable")):
+        problem = problem_of(bug)  # the gateway's own failure: a 500 that shows nothing of it
+        assert (problem.status, problem.code, problem.param) == (500, "internal_error", None)
+        assert problem.message == "the gateway failed; see its log"
 
 
 def test_answer_is_a_chat_completion() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 
 import aiohttp
 from raw import chat
@@ -70,15 +71,9 @@ def test_tool_calls_and_reasoning(server: ScriptedServer, make_gateway) -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert {"reasoning_content": "think"} in deltas
     calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
-    assert calls == [
-        [
-            {
-                "index": 0,
-                "id": "call_a",
-                "type": "function",
-                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-            }
-        ]
+    assert calls == [  # one entry per upstream piece, as it arrived (SPEC 8.5); the call's first one names it
+        [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}}],
+        [{"index": 0, "function": {"arguments": 'ty": "Paris"}'}}],
     ]
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     sent = server.requests[0].json()
@@ -181,3 +176,92 @@ def test_concurrency_slot_released_on_disconnect_and_error(server: ScriptedServe
     assert b'"error"' in chat(gw.url, "up/m", stream=True, headers=auth).body
     server.script(sse_reply(chunk("c"), chunk(finish_reason="stop"), "[DONE]"))
     assert chat(gw.url, "up/m", stream=True, headers=auth).status == 200
+
+
+async def _http_chunks(port: int, body: dict[str, object], until: bytes) -> list[bytes]:
+    """POST ``body`` to the chat door over a raw socket and return the response's HTTP chunks (the gateway's
+    socket writes: one chunk each) up to the one holding ``until``; then hang up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = json.dumps(body).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    chunks: list[bytes] = []
+    try:
+        while not chunks or until not in chunks[-1]:
+            size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+            assert size, "the body ended before the awaited event"
+            chunks.append((await reader.readexactly(size + 2))[:-2])
+    finally:
+        writer.close()
+    return chunks
+
+
+def _contents(data: bytes) -> list[str]:
+    events = [json.loads(event[6:]) for event in data.split(b"\n\n") if event.startswith(b"data: {")]
+    deltas = [c["choices"][0]["delta"] for c in events if c["choices"]]
+    return [delta["content"] for delta in deltas if delta.get("content")]
+
+
+def test_events_of_one_upstream_read_leave_in_one_write_and_none_waits(server: ScriptedServer, make_gateway) -> None:
+    """SPEC 8.5: one event per upstream event, forwarded as it arrives. What one upstream read brought leaves in one
+    socket write (one HTTP chunk) holding each event as its own SSE event; a lone event is written at once, while
+    the upstream is still open and sends nothing more (nothing waits for a later read)."""
+    gw = make_gateway()
+    together = sse(chunk("b"), chunk("c"), chunk("d"))
+    writes: list[bytes | float] = [sse(chunk("a", role="assistant")), 0.2, together, 0.2, sse(chunk("e"))]
+    server.script(Reply(headers={"Content-Type": "text/event-stream"}, writes=writes, end="keep_open"))
+    body = {"model": "up/m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    chunks = asyncio.run(asyncio.wait_for(_http_chunks(gw.port, body, b'"content":"e"'), 10))
+    contents = [_contents(data) for data in chunks]
+    assert [text for texts in contents for text in texts] == ["a", "b", "c", "d", "e"]  # each its own event
+    with_b = next(texts for texts in contents if "b" in texts)
+    assert {"c", "d"} <= set(with_b)  # the one upstream write: one gateway write
+    assert contents[-1][-1] == "e"  # the last event came although the upstream stays open
+    assert server.wait_for(lambda: server.requests and server.requests[-1].client_disconnected)
+
+
+async def _read_slowly(port: int, body: dict[str, object]) -> bytes:
+    """The whole raw response, read a little at a time through a small receive buffer (a slow caller)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    data = json.dumps(body).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+    )
+    parts = []
+    while piece := await reader.read(4096):
+        parts.append(piece)
+        await asyncio.sleep(0.0005)  # a slow caller: the gateway's socket buffer fills and it must wait for it
+    writer.close()
+    return b"".join(parts)
+
+
+def test_slow_caller_gets_every_event_in_order(server: ScriptedServer, make_gateway) -> None:
+    """A caller that reads more slowly than the upstream sends: the gateway waits for its socket to drain (it does
+    not drop, reorder or merge events)."""
+    gw = make_gateway()
+    pieces = [f"{index:04d}" + "é" * 8000 for index in range(300)]
+    writes: list[bytes | float] = [sse(chunk(pieces[0], role="assistant"))]
+    writes += [sse(*(chunk(piece) for piece in pieces[start : start + 5])) for start in range(1, len(pieces), 5)]
+    writes.append(sse(chunk(finish_reason="stop"), "[DONE]"))
+    server.script(Reply(headers={"Content-Type": "text/event-stream"}, writes=writes))
+    body = {"model": "up/m", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    raw = asyncio.run(asyncio.wait_for(_read_slowly(gw.port, body), 60))
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    payload, rest = b"", chunked
+    while True:  # undo the chunked framing
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if not size:
+            break
+        payload, rest = payload + rest[:size], rest[size + 2 :]
+    assert _contents(payload) == pieces
+    assert payload.endswith(b"data: [DONE]\n\n")

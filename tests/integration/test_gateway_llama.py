@@ -77,6 +77,28 @@ def test_forced_tool_call_round_trip(gateway: Running) -> None:
     client.close()
 
 
+def test_a_streamed_tool_call_arrives_piece_by_piece_and_adds_up(gateway: Running) -> None:
+    """llama.cpp streams a call's arguments in pieces: the chat door forwards one entry per piece (SPEC 8.5), and
+    the SDK's accumulated call is a complete JSON object under the id of its first piece."""
+    client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
+    stream = client.chat.completions.create(
+        model="small",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=48,
+        temperature=0,
+        stream=True,
+    )
+    entries = [entry for part in stream if part.choices for entry in part.choices[0].delta.tool_calls or []]
+    client.close()
+    assert len(entries) > 1, "the call came in one piece"
+    assert entries[0].id and entries[0].function and entries[0].function.name == "get_weather"
+    assert all(entry.index == 0 and entry.id in (None, entries[0].id) for entry in entries)
+    arguments = "".join(entry.function.arguments or "" for entry in entries if entry.function)
+    assert isinstance(json.loads(arguments), dict)
+
+
 def test_models_list(gateway: Running) -> None:
     client = openai.OpenAI(base_url=gateway.base, api_key="none", max_retries=0)
     ids = [model.id for model in client.models.list()]

@@ -51,7 +51,9 @@ class Renderer(Protocol):
         ...
 
     def event(self, item: Any) -> bytes:
-        """One upstream event: ``str`` text, ``Reasoning``, ``ToolCalls``, ``Usage``, ``FinishReason`` …"""
+        """One upstream event: ``str`` text, ``Reasoning``, ``ToolCallPiece`` (a tool call's arguments piece as it
+        arrives, when the request has tools), ``ToolCalls`` (complete, once: render only the calls that came with
+        no pieces), ``Usage``, ``FinishReason`` …"""
         ...
 
     def end(self) -> bytes:

@@ -14,8 +14,9 @@ import orjson
 
 from ...client.convert import new_id
 from ...errors import ResponseError
-from ...responses import Answer, FinishReason, Reasoning, ToolCalls, Usage, finish_reason
+from ...responses import Answer, FinishReason, Reasoning, ToolCallPiece, ToolCalls, Usage, finish_reason
 from ..problems import Problem
+from .calls import LiveCalls
 
 __all__ = [
     "PING_EVENT",
@@ -170,7 +171,19 @@ class MessageStream:
     ``error(...)`` after output. Blocks are indexed from 0, never reused; one is closed before the next opens;
     each delta has its block's type. An empty text or reasoning piece adds nothing (no empty block is opened)."""
 
-    __slots__ = ("_head", "block", "called", "index", "input_tokens", "model", "reason", "request_id", "usage")
+    __slots__ = (
+        "_head",
+        "block",
+        "called",
+        "index",
+        "input_tokens",
+        "live",
+        "model",
+        "reason",
+        "request_id",
+        "sent",
+        "usage",
+    )
 
     keepalive = PING_EVENT
 
@@ -184,6 +197,8 @@ class MessageStream:
         self.reason: str | None = None
         self.called = False
         self._head = b""  # the text delta's bytes before the text, for the open text block
+        self.live = LiveCalls()
+        self.sent: list[str] = []  # the open tool_use block's arguments pieces so far
 
     def start(self, first: Any) -> bytes:
         """``message_start``, then the first event's bytes (``first`` is ``None`` when the upstream sent none)."""
@@ -240,25 +255,58 @@ class MessageStream:
         }
         return out + _event(b"content_block_delta", delta)
 
+    def _tool_delta(self, piece: str) -> bytes:
+        if not piece:
+            return b""
+        self.sent.append(piece)
+        delta = {"type": "input_json_delta", "partial_json": piece}
+        return _event(b"content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
+
+    def piece(self, piece: ToolCallPiece) -> bytes:
+        """A piece of a call's arguments as it arrives (the first call live; see :mod:`.calls`)."""
+        live = self.live
+        if not live.take(piece):
+            return b""
+        out = b""
+        if live.opens(piece):
+            self.called = True
+            self.sent = []
+            out = self._open("tool_use", {"type": "tool_use", "id": tool_id(piece.id), "name": piece.name, "input": {}})
+        return out + self._tool_delta(piece.arguments)
+
     def tools(self, calls: list[dict[str, Any]]) -> bytes:
+        """The complete calls: the open one finished, the others one block each (their waiting pieces, one delta
+        each; a call that came with no pieces: its parsed arguments in one delta), then what waited for them."""
         self.called = self.called or bool(calls)
-        parsed = [tool_input(call) for call in calls]  # raises before anything is written
+        parsed = [tool_input(call) for call in calls]  # raises before a block of the complete calls is written
+        open_call, rest = self.live.finish(calls)
         out = []
-        for call, (name, arguments) in zip(calls, parsed, strict=True):
+        if open_call is not None and self.block == "tool_use":
+            arguments = (open_call.get("function") or {}).get("arguments") or ""
+            sent = "".join(self.sent)
+            if arguments.startswith(sent):
+                out.append(self._tool_delta(arguments[len(sent) :]))
+        for number, call, pieces in rest:
+            name, arguments = parsed[number]
             block = {"type": "tool_use", "id": tool_id(call.get("id")), "name": name, "input": {}}
             out.append(self._open("tool_use", block))
-            if arguments:
-                delta = {"type": "input_json_delta", "partial_json": orjson.dumps(arguments).decode()}
-                data = {"type": "content_block_delta", "index": self.index, "delta": delta}
-                out.append(_event(b"content_block_delta", data))
+            if pieces is not None:
+                self.sent = []
+                out.extend(self._tool_delta(piece) for piece in pieces)
+            elif arguments:
+                out.append(self._tool_delta(orjson.dumps(arguments).decode()))
+        out.extend(self.event(item) for item in self.live.later)
+        self.live.later.clear()
         return b"".join(out)
 
     def event(self, item: Any) -> bytes:
         """One upstream event's SSE bytes (``b""`` when it adds nothing now)."""
         if type(item) is str:
-            return self.text(item)
+            return b"" if self.block == "tool_use" and self.live.hold(item) else self.text(item)
+        if isinstance(item, ToolCallPiece):
+            return self.piece(item)
         if isinstance(item, Reasoning):
-            return self.thinking(item.token)
+            return b"" if self.block == "tool_use" and self.live.hold(item) else self.thinking(item.token)
         if isinstance(item, ToolCalls):
             return self.tools(item.calls)
         if isinstance(item, Usage):

@@ -10,8 +10,19 @@ from typing import Any
 
 import orjson
 
-from ...responses import Answer, FinishReason, ImageResponse, ProviderInfo, Reasoning, ToolCalls, Usage, finish_reason
+from ...responses import (
+    Answer,
+    FinishReason,
+    ImageResponse,
+    ProviderInfo,
+    Reasoning,
+    ToolCallPiece,
+    ToolCalls,
+    Usage,
+    finish_reason,
+)
 from ..problems import Problem
+from .calls import InputDecoder, LiveCalls
 from .responses_request import ResponsesRequest, custom_input, new_item_id
 
 __all__ = ["ResponsesRenderer", "answer", "error_body", "response_object", "usage_dict"]
@@ -88,24 +99,26 @@ def message_item(item_id: str, text: str | None, status: str = "completed") -> d
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
-def call_item(call: dict[str, Any], custom: frozenset[str], done: bool = True) -> dict[str, Any]:
-    """One chat tool call as a ``function_call`` item, or a ``custom_tool_call`` item for a custom tool."""
+def call_item(
+    call: dict[str, Any], custom: frozenset[str], done: bool = True, item_id: str | None = None
+) -> dict[str, Any]:
+    """One chat tool call as a ``function_call`` item, or a ``custom_tool_call`` item for a custom tool (``done``:
+    complete, else as it is announced, before its arguments or input stream in)."""
     function = call.get("function") or {}
     name = function.get("name") or ""
     arguments = function.get("arguments") or ""
     status = "completed" if done else "in_progress"
     if name in custom:
-        text = custom_input(arguments) if done else ""
-        item_id = new_item_id("ctc_")
+        item_id = item_id or new_item_id("ctc_")
         return {
             "type": "custom_tool_call",
             "id": item_id,
             "call_id": call.get("id") or item_id,
             "name": name,
-            "input": text,
+            "input": custom_input(arguments) if done else "",
             "status": status,
         }
-    item_id = new_item_id("fc_")
+    item_id = item_id or new_item_id("fc_")
     return {
         "type": "function_call",
         "id": item_id,
@@ -140,6 +153,9 @@ class ResponsesRenderer:
     ``start`` gives ``response.created`` and ``response.in_progress`` (and the first upstream event's), ``event``
     one upstream event's, ``end`` the open item's closing events and ``response.completed`` (or ``incomplete``),
     ``error`` a ``response.failed``. ``final`` is the finished response object once ``end`` ran (what is stored).
+    A tool call's item opens at its first ``ToolCallPiece`` and gets one delta per piece (a custom tool's: the input
+    text the piece completes); what waits while it is open, and the calls that came with no pieces, follow at the
+    complete ``ToolCalls`` (:mod:`.calls`).
     """
 
     keepalive = KEEPALIVE
@@ -156,6 +172,8 @@ class ResponsesRenderer:
         self.calls = False
         self.final: dict[str, Any] | None = None
         self.delta_head = b""  # the open message's text delta event up to its delta
+        self.call: _OpenCall | None = None  # the call item being streamed
+        self.live = LiveCalls()
 
     def _sse(self, kind: str, fields: dict[str, Any]) -> bytes:
         fields["sequence_number"] = self.sequence
@@ -207,25 +225,77 @@ class ResponsesRenderer:
         self.output[index] = done
         return out + self._sse("response.output_item.done", {"output_index": index, "item": done})
 
-    def _calls(self, calls: list[dict[str, Any]]) -> bytes:
+    def _open_call(self, call: dict[str, Any]) -> bytes:
+        """Announce a call's item (its arguments or input stream in after)."""
         out = self._close()
-        custom = self.request.custom
-        for call in calls:
-            item = call_item(call, custom)
-            started = {**item, "status": "in_progress"}
-            index = len(self.output)
-            self.output.append(item)
-            place = {"item_id": item["id"], "output_index": index}
-            out += self._sse("response.output_item.added", {"output_index": index, "item": {**started, **_empty(item)}})
-            if item["type"] == "custom_tool_call":
-                out += self._sse("response.custom_tool_call_input.delta", {**place, "delta": item["input"]})
-                out += self._sse("response.custom_tool_call_input.done", {**place, "input": item["input"]})
-            else:
-                out += self._sse("response.function_call_arguments.delta", {**place, "delta": item["arguments"]})
-                done = {**place, "name": item["name"], "arguments": item["arguments"]}
-                out += self._sse("response.function_call_arguments.done", done)
-            out += self._sse("response.output_item.done", {"output_index": index, "item": item})
-        self.calls = self.calls or bool(calls)
+        item = call_item(call, self.request.custom, done=False)
+        index = len(self.output)
+        self.output.append(item)
+        self.call = _OpenCall(index, item)
+        self.calls = True
+        return out + self._sse("response.output_item.added", {"output_index": index, "item": item})
+
+    def _call_piece(self, piece: str) -> bytes:
+        """One arguments piece of the open call: its delta event (a custom tool's: the input text it completes)."""
+        call = self.call
+        assert call is not None
+        call.raw.append(piece)
+        return self._call_delta(call, call.decoder.feed(piece) if call.decoder is not None else piece)
+
+    def _call_delta(self, call: _OpenCall, text: str) -> bytes:
+        if not text:
+            return b""
+        call.sent.append(text)
+        kind = "response.custom_tool_call_input.delta" if call.decoder else "response.function_call_arguments.delta"
+        return self._sse(kind, {"item_id": call.item["id"], "output_index": call.index, "delta": text})
+
+    def _close_call(self, final: dict[str, Any] | None) -> bytes:
+        """The open call complete (``final``: its complete form; ``None``: what its pieces carried): what its
+        deltas did not carry yet, its ``.done`` events, ``output_item.done``."""
+        call = self.call
+        assert call is not None
+        self.call = None
+        arguments = "".join(call.raw) if final is None else (final.get("function") or {}).get("arguments") or ""
+        announced = {"id": call.item["call_id"], "function": {"name": call.item["name"], "arguments": arguments}}
+        item = call_item(announced, self.request.custom, item_id=call.item["id"])
+        whole = item["input"] if call.decoder is not None else item["arguments"]
+        sent = "".join(call.sent)
+        out = self._call_delta(call, whole[len(sent) :]) if whole.startswith(sent) else b""
+        place = {"item_id": item["id"], "output_index": call.index}
+        if call.decoder is not None:
+            out += self._sse("response.custom_tool_call_input.done", {**place, "input": whole})
+        else:
+            done = {**place, "name": item["name"], "arguments": whole}
+            out += self._sse("response.function_call_arguments.done", done)
+        self.output[call.index] = item
+        return out + self._sse("response.output_item.done", {"output_index": call.index, "item": item})
+
+    def _whole_call(self, call: dict[str, Any], pieces: list[str] | None) -> bytes:
+        """A call rendered at the end: its pieces that waited, one delta each (none: its arguments in one)."""
+        out = self._open_call(call)
+        arguments = (call.get("function") or {}).get("arguments") or ""
+        for piece in pieces if pieces is not None else [arguments]:
+            out += self._call_piece(piece)
+        return out + self._close_call(call)
+
+    def _piece(self, piece: ToolCallPiece) -> bytes:
+        live = self.live
+        if not live.take(piece):
+            return b""
+        out = b""
+        if live.opens(piece):
+            out = self._open_call({"id": piece.id, "function": {"name": piece.name}})
+        return out + self._call_piece(piece.arguments)
+
+    def _calls(self, calls: list[dict[str, Any]]) -> bytes:
+        """The complete calls: the open one closed, then the others, then what waited for them."""
+        open_call, rest = self.live.finish(calls)
+        out = self._close_call(open_call) if self.call is not None else self._close()
+        for _, call, pieces in rest:
+            out += self._whole_call(call, pieces)
+        for item in self.live.later:
+            out += self.event(item)
+        self.live.later.clear()
         return out
 
     # ------------------------------------------------------------------- events
@@ -249,9 +319,11 @@ class ResponsesRenderer:
     def event(self, item: Any) -> bytes:
         """One upstream event as its SSE events (``b""`` when it adds none)."""
         if type(item) is str:
-            return self.text(item)
+            return b"" if self.call is not None and self.live.hold(item) else self.text(item)
+        if isinstance(item, ToolCallPiece):
+            return self._piece(item)
         if isinstance(item, Reasoning):
-            return self.reasoning(item.token)
+            return b"" if self.call is not None and self.live.hold(item) else self.reasoning(item.token)
         if isinstance(item, ToolCalls):
             return self._calls(item.calls)
         if isinstance(item, Usage):
@@ -268,7 +340,7 @@ class ResponsesRenderer:
 
     def end(self) -> bytes:
         """The open item's closing events, then ``response.completed`` (or ``response.incomplete``)."""
-        out = self._close()
+        out = self._calls([]) if self.call is not None else self._close()
         status, incomplete = _status(self.reason, self.calls)
         self.final = self._object(status, output=self.output, usage=usage_dict(self.usage), incomplete=incomplete)
         kind = "response.completed" if status == "completed" else "response.incomplete"
@@ -285,6 +357,11 @@ class ResponsesRenderer:
                 reasoning_item(item["id"], text) if item["type"] == "reasoning" else message_item(item["id"], text)
             )
             self.output[-1] = {**partial, "status": "incomplete"}
+        call = self.call
+        if call is not None:  # the call being streamed, with what its deltas carried
+            field = "input" if call.decoder is not None else "arguments"
+            self.output[call.index] = {**call.item, field: "".join(call.sent), "status": "incomplete"}
+            self.call = None
         failed = self._object(
             "failed", output=self.output, usage=usage_dict(self.usage), error={"code": code, "message": message}
         )
@@ -292,6 +369,14 @@ class ResponsesRenderer:
         return self._sse("response.failed", {"response": failed})
 
 
-def _empty(item: dict[str, Any]) -> dict[str, str]:
-    """What a call item holds when it is announced, before its arguments or input stream in."""
-    return {"input": ""} if item["type"] == "custom_tool_call" else {"arguments": ""}
+class _OpenCall:
+    """A call item being streamed: its place, the item as announced, what its deltas carried."""
+
+    __slots__ = ("decoder", "index", "item", "raw", "sent")
+
+    def __init__(self, index: int, item: dict[str, Any]) -> None:
+        self.index = index
+        self.item = item
+        self.decoder = InputDecoder() if item["type"] == "custom_tool_call" else None
+        self.raw: list[str] = []  # the arguments pieces
+        self.sent: list[str] = []  # what the delta events carried
