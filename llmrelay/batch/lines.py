@@ -65,7 +65,7 @@ def new_id(kind: str) -> str:
 
 def _record(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> bytes:
     record = {"id": new_id("batch_req_"), "custom_id": custom_id, "response": response, "error": error}
-    return orjson.dumps(record) + b"\n"
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def success_record(custom_id: str, request_id: str, body: dict[str, Any], status: int = 200) -> bytes:

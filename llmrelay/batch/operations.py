@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..client.convert import chat_call_from_json, completion_dict, provider_options
+from ..client.router import complete_events
 from ..errors import InvalidRequestError
 from ..responses import Answer
 
@@ -145,7 +146,7 @@ async def _ask(
     cls, model = router.resolve(model)
     answer = Answer()
     options = {**options, **router.options(cls), "headers": headers}
-    async for item in cls.create_async_generator(model, messages, stream=False, **options):
+    for item in await complete_events(cls, model, messages, options):
         answer.add(item)
     return answer, model
 

@@ -33,6 +33,7 @@ from .router import (
     ProviderClass,
     ProviderSpec,
     aclose,
+    complete_events,
     first_success,
     open_events,
     provider_name,
@@ -199,7 +200,7 @@ class _Dispatch:
 
         async def attempt(provider: ProviderClass) -> tuple[ProviderClass, Answer]:
             answer = Answer()
-            async for item in provider.create_async_generator(model, messages, stream=False, **options):
+            for item in await complete_events(provider, model, messages, options):
                 answer.add(item)
             return provider, answer
 

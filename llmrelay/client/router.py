@@ -42,6 +42,7 @@ __all__ = [
     "RateLimitSkip",
     "Skip",
     "aclose",
+    "complete_events",
     "failures_text",
     "first_success",
     "is_retryable",
@@ -132,6 +133,18 @@ async def aclose(generator: Any) -> None:
             await close()
         except Exception:
             pass
+
+
+async def complete_events(
+    provider: ProviderClass, model: str, messages: list[dict[str, Any]], options: dict[str, Any]
+) -> list[Any]:
+    """Every event of a non-streamed answer, at once: the provider's ``complete_async`` when it has one (no async
+    generator per call), else its ``create_async_generator(stream=False)`` read to the end."""
+    complete = getattr(provider, "complete_async", None)
+    if complete is not None:
+        events: list[Any] = await complete(model, messages, **options)
+        return events
+    return [item async for item in provider.create_async_generator(model, messages, stream=False, **options)]
 
 
 async def open_events(

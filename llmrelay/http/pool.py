@@ -30,6 +30,9 @@ __all__ = ["close_sessions", "get_session"]
 # shutdown (see _close_with_loop) or by close_sessions().
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 _pools_lock = threading.Lock()
+# id(loop) -> (weak loop, its plain aiohttp session): the pool's entry for (None, None), found without the weak
+# dictionary's per-lookup weakref. Weak, so it keeps no loop alive; a closed session is looked up again.
+_plain: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
 
 
 async def _close_with_loop(session: Any, key: tuple[Any, ...]) -> AsyncIterator[None]:
@@ -43,6 +46,9 @@ async def _close_with_loop(session: Any, key: tuple[Any, ...]) -> AsyncIterator[
 
 def _forget(loop: asyncio.AbstractEventLoop, key: tuple[Any, ...], session: Any) -> None:
     with _pools_lock:
+        plain = _plain.get(id(loop))
+        if plain is not None and plain[1] is session:
+            del _plain[id(loop)]
         pool = _pools.get(loop)
         if pool is not None:
             entry = pool.get(key)
@@ -92,6 +98,10 @@ def _make_session(socks_proxy: str | None, impersonate: str | None) -> Any:
 def get_session(socks_proxy: str | None = None, impersonate: str | None = None) -> Any:
     """The pooled session of the running loop for this (SOCKS proxy, impersonation)."""
     loop = asyncio.get_running_loop()
+    if socks_proxy is None and impersonate is None:  # the common case, on every request
+        plain = _plain.get(id(loop))
+        if plain is not None and plain[0]() is loop and not plain[1].closed:
+            return plain[1]
     pool = _pools.get(loop)
     key = (socks_proxy, impersonate)
     if pool is not None:
@@ -102,6 +112,8 @@ def get_session(socks_proxy: str | None = None, impersonate: str | None = None) 
         pool = _pools.setdefault(loop, {})
         session = _make_session(socks_proxy, impersonate)
         pool[key] = (session, _park_closer(session, key))
+        if socks_proxy is None and impersonate is None:
+            _plain[id(loop)] = (weakref.ref(loop), session)
     return session
 
 
@@ -116,6 +128,7 @@ async def close_sessions() -> None:
     loop = asyncio.get_running_loop()
     with _pools_lock:
         pool = _pools.pop(loop, {})
+        _plain.pop(id(loop), None)
     for session, closer in pool.values():
         await _close_session(session)
         await closer.aclose()
@@ -126,6 +139,7 @@ def _close_all_at_exit() -> None:
     with _pools_lock:
         pools = list(_pools.items())
         _pools.clear()
+        _plain.clear()
     for loop, pool in pools:
         for session, _closer in pool.values():
             if _is_closed(session):

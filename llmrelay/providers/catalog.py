@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+from .._env import getenv
 from ..errors import InvalidArgumentError, UnsupportedParameterError
-from ..typing import AsyncResult, Messages
 from .template import OpenaiTemplate
 
 __all__ = [
@@ -74,7 +74,7 @@ class CatalogProvider(OpenaiTemplate):
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:
         if not api_base and cls.api_base_env:
-            api_base = os.environ.get(cls.api_base_env) or None
+            api_base = getenv(cls.api_base_env) or None
         return super().get_api_base(api_base)
 
     @classmethod
@@ -278,16 +278,12 @@ class SelfHosted(CatalogProvider):
     needs_auth = False
 
     @classmethod
-    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
-        if not model and not cls.default_model and not (kwargs.get("media") and cls.default_vision_model):
-            model = await cls.first_model(
-                api_key=kwargs.get("api_key"),
-                api_base=kwargs.get("api_base") or kwargs.get("base_url"),
-                timeout=kwargs.get("timeout"),
-                proxy=kwargs.get("proxy"),
-            )
-        async for item in super().create_async_generator(model, messages, **kwargs):
-            yield item
+    async def choose_model(
+        cls, model: str, *, has_media: bool, api_key: str | None, api_base: str | None, timeout: Any, proxy: Any
+    ) -> str:
+        if not model and not cls.default_model and not (has_media and cls.default_vision_model):
+            model = await cls.first_model(api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy)
+        return model
 
     @classmethod
     async def first_model(
@@ -350,7 +346,7 @@ class Custom(SelfHosted):
 
     @classmethod
     def get_api_base(cls, api_base: str | None = None) -> str:
-        base = api_base or os.environ.get("LLMRELAY_API_BASE")
+        base = api_base or getenv("LLMRELAY_API_BASE")
         if not base:
             raise ValueError(
                 "Custom needs a base URL: set LLMRELAY_API_BASE (e.g. http://localhost:8000/v1) "

@@ -30,7 +30,7 @@ from ..responses import (
 )
 from ..typing import AsyncResult
 
-__all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_body", "read_response"]
+__all__ = ["FINISH_GRACE", "ChunkState", "ToolCallAccumulator", "read_answer", "read_body", "read_response"]
 
 FINISH_GRACE = 0.5  # seconds to wait for a usage trailer after finish_reason when [DONE] does not come
 
@@ -59,6 +59,16 @@ async def read_response(response: Response, name: str, model: str, timeout: floa
             status=response.status,
             provider=name,
         )
+
+
+async def read_answer(response: Response, name: str, model: str, timeout: float, pieces: bool = False) -> list[Any]:
+    """Every event of an answer at once (what :func:`read_response` yields), for a caller that wants the whole
+    answer: a JSON completion is read without an async generator."""
+    content_type = response.content_type
+    if content_type == "application/json" or content_type.endswith("+json"):
+        body = await read_body(response, name, timeout)
+        return events_from_completion(body, name, model, response.url)
+    return [item async for item in read_response(response, name, model, timeout, pieces)]
 
 
 async def read_body(response: Response, name: str, timeout: float) -> bytes:
@@ -173,6 +183,10 @@ def events_from_completion(body: bytes, name: str, model: str, url: str) -> list
     if not isinstance(choices, list):
         raise ResponseError(f"the answer is not a chat completion: {shorten(body)!r}", provider=name)
     events: list[Any] = [provider_info(name, data, model, url)]
+    plain = _plain_answer(data, choices)
+    if plain is not None:
+        events.extend(plain)
+        return events
     state = ChunkState()
     try:
         choice = choices[0] if choices else {}
@@ -184,6 +198,37 @@ def events_from_completion(body: bytes, name: str, model: str, url: str) -> list
     except (AttributeError, TypeError, KeyError):
         raise ResponseError(f"the answer has an unexpected shape: {shorten(body)!r}", provider=name) from None
     events.extend(state.trailer())
+    return events
+
+
+_PLAIN_MESSAGE = frozenset(("role", "content", "refusal", "annotations"))
+
+
+def _plain_answer(data: dict[str, Any], choices: list[Any]) -> list[Any] | None:
+    """The events after ``ProviderInfo`` of the common answer — a message of text only, usage as an object or
+    none — as :class:`ChunkState` would make them, without it; None for any other answer (read in full)."""
+    choice = choices[0] if choices else None
+    if type(choice) is not dict:
+        return None
+    message = choice.get("message")
+    usage = data.get("usage")
+    if (
+        type(message) is not dict
+        or not message.keys() <= _PLAIN_MESSAGE
+        or message.get("refusal")
+        or not (usage is None or type(usage) is dict)
+        or (not usage and "x_groq" in data)
+    ):
+        return None
+    content = message.get("content")
+    if content is not None and type(content) is not str:
+        return None
+    events: list[Any] = [content] if content else []
+    if usage:
+        events.append(Usage.from_dict(usage))
+    finish = choice.get("finish_reason")
+    if finish:
+        events.append(FinishReason(finish_reason(finish, False)))
     return events
 
 

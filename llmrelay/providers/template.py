@@ -11,11 +11,12 @@ from typing import Any, ClassVar
 
 import orjson
 
+from .._env import getenv
 from .._runner import run_sync
 from .._text import shorten
 from ..errors import InvalidArgumentError, MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
-from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, open_response
+from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, open_response
 from ..http.status import redact, redact_error
 from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
@@ -33,9 +34,9 @@ from .embeddings import (
 )
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
-from .reading import read_body, read_response
+from .reading import read_answer, read_body, read_response
 
-__all__ = ["OpenaiTemplate"]
+__all__ = ["OpenaiTemplate", "OpenedChat"]
 
 log = logging.getLogger("llmrelay")
 
@@ -79,6 +80,32 @@ OPENAI_PARAMETERS = (
     "web_search_options",
     "stream_options",
 )
+
+
+class OpenedChat:
+    """A chat call sent by :meth:`OpenaiTemplate.open_chat`: the open ``response`` to read, or (an image model)
+    the answer's ``events`` already complete; the provider's ``name``, the ``model`` sent, the idle ``timeout``
+    and the ``secrets`` no error may quote."""
+
+    __slots__ = ("events", "model", "name", "pieces", "response", "secrets", "timeout")
+
+    def __init__(
+        self,
+        response: Response | None,
+        name: str,
+        model: str,
+        timeout: float,
+        secrets: tuple[str | None, ...],
+        events: list[Any] | None = None,
+        pieces: bool = False,
+    ) -> None:
+        self.response = response
+        self.name = name
+        self.model = model
+        self.timeout = timeout
+        self.secrets = secrets
+        self.events = events
+        self.pieces = pieces  # a streamed answer also yields a ToolCallPiece per tool-call arguments piece
 
 
 class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin):
@@ -159,7 +186,7 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     @classmethod
     def get_api_key(cls, api_key: str | None = None) -> str | None:
         """The key for a request: the argument, else the class's, else the environment's."""
-        return api_key or cls.api_key or os.environ.get(cls.get_api_key_env()) or None
+        return api_key or cls.api_key or getenv(cls.get_api_key_env()) or None
 
     @classmethod
     def get_headers(
@@ -175,23 +202,28 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         api_key = cls.get_api_key(api_key)
         if api_key:
             result["Authorization"] = f"Bearer {api_key}"
-        for extra in (cls.headers, headers):
-            if extra:
-                for name, value in extra.items():
-                    lowered = name.lower()
-                    for existing in [key for key in result if key.lower() == lowered]:
-                        del result[existing]
-                    if value is not None:  # None removes the header
-                        result[name] = value
+        if cls.headers or headers:
+            names = {name.lower(): name for name in result}  # lower-cased name -> the name as it is in result
+            for extra in (cls.headers, headers):
+                if extra:
+                    for name, value in extra.items():
+                        lowered = name.lower()
+                        existing = names.pop(lowered, None)
+                        if existing is not None:
+                            del result[existing]
+                        if value is not None:  # None removes the header
+                            result[name] = value
+                            names[lowered] = name
         return result
 
     @classmethod
     def check_auth(cls, api_key: str | None) -> None:
         """Raise ``MissingAuthError`` when a key is needed and missing, ``ValueError`` for a malformed key."""
-        try:
-            check_api_key(api_key, f"{cls.get_api_key_env()} or api_key=")
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"{cls.get_name()}: {error}") from None
+        if api_key is not None and not (type(api_key) is str and api_key.isprintable() and api_key == api_key.strip()):
+            try:
+                check_api_key(api_key, f"{cls.get_api_key_env()} or api_key=")
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{cls.get_name()}: {error}") from None
         if cls.needs_auth and not api_key:
             raise MissingAuthError(
                 f"{cls.get_name()} needs an API key: set {cls.get_api_key_env()} or pass api_key=",
@@ -298,7 +330,54 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
     # ------------------------------------------------------------------- chat
 
     @classmethod
-    async def create_async_generator(
+    async def create_async_generator(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncResult:
+        """Send a chat (or image) request and yield the answer as text pieces and typed events (SPEC 2.6).
+
+        The keywords are those of :meth:`open_chat` (``stream``, ``temperature``, ``max_tokens``, ``api_key`` …);
+        ``tool_call_pieces=True`` adds a ``ToolCallPiece`` per streamed tool-call arguments piece (the gateway's
+        doors stream calls with them).
+        """
+        opened = await cls.open_chat(model, messages, **kwargs)
+        if opened.events is not None:
+            for item in opened.events:
+                yield item
+            return
+        assert opened.response is not None
+        try:
+            async for item in read_response(opened.response, opened.name, opened.model, opened.timeout, opened.pieces):
+                yield item
+        except RelayError as error:
+            redact_error(error, opened.secrets)
+            raise
+
+    @classmethod
+    async def complete_async(cls, model: str, messages: Messages, **kwargs: Any) -> list[Any]:
+        """Every event of a non-streamed chat answer at once: what ``create_async_generator(stream=False)`` yields,
+        without an async generator per call (the path of the client, the gateway and the batch runner). A subclass
+        that overrides ``create_async_generator`` is read through it."""
+        kwargs["stream"] = False
+        if getattr(cls.create_async_generator, "__func__", None) is not _TEMPLATE_GENERATOR:
+            return [item async for item in cls.create_async_generator(model, messages, **kwargs)]
+        opened = await cls.open_chat(model, messages, **kwargs)
+        if opened.events is not None:
+            return opened.events
+        assert opened.response is not None
+        try:
+            return await read_answer(opened.response, opened.name, opened.model, opened.timeout, opened.pieces)
+        except RelayError as error:
+            redact_error(error, opened.secrets)
+            raise
+
+    @classmethod
+    async def choose_model(
+        cls, model: str, *, has_media: bool, api_key: str | None, api_base: str | None, timeout: Any, proxy: Any
+    ) -> str:
+        """The model of a chat call that names none, before aliases apply: ``""`` here (``get_model`` then takes
+        ``default_model``); a server on this machine may ask which one it serves."""
+        return model
+
+    @classmethod
+    async def open_chat(
         cls,
         model: str,
         messages: Messages,
@@ -322,22 +401,23 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         total_timeout: float | None = None,
         tool_call_pieces: bool = False,
         **kwargs: Any,
-    ) -> AsyncResult:
-        """Send a chat (or image) request and yield the answer as text pieces and typed events (SPEC 2.6);
-        ``tool_call_pieces=True`` adds a ``ToolCallPiece`` per streamed tool-call arguments piece (the gateway's
-        doors stream calls with them)."""
+    ) -> OpenedChat:
+        """Check the call, send the request and return the open answer (an image model's events at once)."""
         if "base_url" in kwargs:
             base_url = kwargs.pop("base_url")
             api_base = api_base or base_url
-        extra_data = _mapping("extra_data", extra_data)
+        if extra_data is not None and type(extra_data) is not dict:
+            extra_data = _mapping("extra_data", extra_data)
         if "extra_body" in kwargs:
             extra_body = _mapping("extra_body", kwargs.pop("extra_body"))
             extra_data = {**(extra_data or {}), **(extra_body or {})}
-        if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
-            raise TypeError(
-                f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
-            )
+        if type(messages) is not list or any(type(message) is not dict for message in messages):
+            _check_messages(messages)
         await cls.prepare()
+        if not model:
+            model = await cls.choose_model(
+                model, has_media=bool(media), api_key=api_key, api_base=api_base, timeout=timeout, proxy=proxy
+            )
         endpoint = _endpoint(api_endpoint or cls.api_endpoint)
         if endpoint and not (api_base or cls.api_base or getattr(cls, "base_url", None)):
             # Only a chat URL was named: the other endpoints (images) hang off its directory.
@@ -346,16 +426,18 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         model = cls.get_model(model, has_media=bool(media), api_key=api_key, api_base=base)
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         request = cls._request_options(api_key, proxy, timeout, total_timeout, impersonate)
-        name = cls.get_name()
+        name = request["provider"]
+        secrets = request["secrets"]
         try:
             if cls.is_image_model(model, base, api_key):
                 options = {key: kwargs.pop(key) for key in (*IMAGE_PARAMETERS, *IMAGE_SIZE_PARAMETERS) if key in kwargs}
                 _reject_unknown(kwargs, name)
                 prompt = prompt or last_user_text(messages)
                 data = await cls._post_images(model, prompt, options, base, api_key, headers, extra_data, request)
-                yield ProviderInfo(name, model, join_url(base, "images/generations"))
-                yield ImageResponse(image_urls(data, name), prompt)
-                return
+                info = ProviderInfo(name, model, join_url(base, "images/generations"))
+                return OpenedChat(
+                    None, name, model, timeout, secrets, [info, ImageResponse(image_urls(data, name), prompt)]
+                )
 
             allowed = cls.extra_parameters
             if extra_parameters:
@@ -390,11 +472,10 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
                 body=_dumps(body),
                 **request,
             )
-            async for item in read_response(response, name, model, timeout, tool_call_pieces):
-                yield item
         except RelayError as error:
-            redact_error(error, (api_key, *cls.redacted))
+            redact_error(error, secrets)
             raise
+        return OpenedChat(response, name, model, timeout, secrets, pieces=tool_call_pieces)
 
     @classmethod
     def _request_options(
@@ -559,6 +640,9 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         return body
 
 
+_TEMPLATE_GENERATOR = OpenaiTemplate.create_async_generator.__func__  # type: ignore[attr-defined]
+
+
 def _dumps(body: dict[str, Any]) -> bytes:
     for name, value in body.items():
         if name != "messages":  # message contents are text; everything else may hold numbers
@@ -581,6 +665,13 @@ def _check_finite(value: Any, path: str) -> None:
     elif kind is list or kind is tuple:
         for index, item in enumerate(value):
             _check_finite(item, f"{path}[{index}]")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(message, dict) for message in messages):
+        raise TypeError(
+            f"messages must be a list of dicts like {{'role': 'user', 'content': '...'}}, not {messages!r:.80}"
+        )
 
 
 def _mapping(name: str, value: Any) -> dict[str, Any] | None:

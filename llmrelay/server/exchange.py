@@ -135,7 +135,10 @@ class Exchange:
         if length is not None and length > self.max_body:
             raise self._too_large()
         try:
-            raw = await asyncio.wait_for(request.read(), settings.read_timeout_s)
+            if request.content.is_eof():
+                raw = await request.read()  # the whole body is here (the common case): nothing to wait for
+            else:
+                raw = await asyncio.wait_for(request.read(), settings.read_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise self._too_large() from None
         except ConnectionResetError:  # the caller went away while sending its body: nothing to answer, no error

@@ -107,17 +107,19 @@ class Metrics:
             return model
         return OTHER
 
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+    def _bounded(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def _bounded(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        if len(self._children) >= MAX_SERIES and (id(metric), *labels) not in self._children:
+        if child is not None:
+            return child
+        if len(self._children) >= MAX_SERIES:
             labels = (OTHER,) * len(labels)  # the last resort: one more series at most per metric
-        return self._child(metric, labels)
+            key = (id(metric), *labels)
+            child = self._children.get(key)
+            if child is not None:
+                return child
+        child = self._children[key] = metric.labels(*labels)
+        return child
 
     def request(self, route: str, provider: str, model: str, status: int) -> None:
         ok = 200 <= status < 300

@@ -23,7 +23,15 @@ from aiohttp import web
 
 from ..client.convert import RESERVED_FIELDS, ChatCall
 from ..client.retry import MAX_RETRY_AFTER, cap_retry_after
-from ..client.router import Opened, RateLimitSkip, Skip, first_success, is_retryable, open_events
+from ..client.router import (
+    Opened,
+    RateLimitSkip,
+    Skip,
+    complete_events,
+    first_success,
+    is_retryable,
+    open_events,
+)
 from ..errors import MissingAuthError, PaymentRequiredError, RelayError
 from ..responses import Answer, ProviderInfo, Usage, event_from_cache, event_to_cache
 from .config import Config, GatewayKey, ProviderClass, Route, Target, split_model
@@ -443,10 +451,11 @@ class Pipeline:
             answer = Answer()
             kept: list[Any] = []
             try:
-                async for item in cls.create_async_generator(target.model, call.messages, stream=False, **options):
+                events = await complete_events(cls, target.model, call.messages, options)
+                for item in events:
                     answer.add(item)
-                    if keep:
-                        kept.append(item)
+                if keep:
+                    kept = events
             except RelayError as error:
                 self._own_credentials(error, target, cls)
                 raise
