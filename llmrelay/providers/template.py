@@ -6,7 +6,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -34,7 +34,7 @@ from .embeddings import (
 )
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
-from .reading import read_answer, read_body, read_response
+from .reading import read_answer, read_body, read_event_stream, read_response
 
 __all__ = ["OpenaiTemplate", "OpenedChat"]
 
@@ -351,6 +351,20 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             raise
 
     @classmethod
+    async def stream_async(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncIterator[Any]:
+        """Send the request and return the answer's events (what ``create_async_generator`` yields) as one async
+        generator: a streamed answer is read with no generator wrapped around the reading one (the path of the
+        client and the gateway). Errors before the answer starts are raised here. A subclass that overrides
+        ``create_async_generator`` is read through it."""
+        if getattr(cls.create_async_generator, "__func__", None) is not _TEMPLATE_GENERATOR:
+            return cls.create_async_generator(model, messages, **kwargs)
+        opened = await cls.open_chat(model, messages, **kwargs)
+        response = opened.response
+        if opened.events is None and response is not None and response.content_type == "text/event-stream":
+            return read_event_stream(response, opened.name, opened.model, opened.timeout, opened.pieces, opened.secrets)
+        return _opened_events(opened)
+
+    @classmethod
     async def complete_async(cls, model: str, messages: Messages, **kwargs: Any) -> list[Any]:
         """Every event of a non-streamed chat answer at once: what ``create_async_generator(stream=False)`` yields,
         without an async generator per call (the path of the client, the gateway and the batch runner). A subclass
@@ -641,6 +655,21 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
 
 
 _TEMPLATE_GENERATOR = OpenaiTemplate.create_async_generator.__func__  # type: ignore[attr-defined]
+
+
+async def _opened_events(opened: OpenedChat) -> AsyncIterator[Any]:
+    """The events of an opened call, as ``create_async_generator`` yields them (any answer but an event stream)."""
+    if opened.events is not None:
+        for item in opened.events:
+            yield item
+        return
+    assert opened.response is not None
+    try:
+        async for item in read_response(opened.response, opened.name, opened.model, opened.timeout, opened.pieces):
+            yield item
+    except RelayError as error:
+        redact_error(error, opened.secrets)
+        raise
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
