@@ -8,7 +8,9 @@ and the finish reason are written once (SPEC 2.6).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -262,7 +264,7 @@ async def read_event_stream(
                         remaining = finished_at + FINISH_GRACE - time.monotonic()
                         if remaining <= 0:
                             break
-                        chunk = await asyncio.wait_for(read(), remaining)
+                        chunk = await _read_within(read, remaining)
                 except TRANSPORT_ERRORS as error:  # includes the idle-read and grace-period timeouts
                     if state.finish is not None:
                         break  # finish_reason came: what is missing is at most the [DONE] / usage trailer
@@ -321,7 +323,7 @@ async def read_event_stream(
                                 if reason and state.finish is None:
                                     state.finish = reason
                                     finished_at = time.monotonic()
-                        if "usage" in obj or "x_groq" in obj:
+                        if obj.get("usage") or "x_groq" in obj:  # OpenAI sends "usage": null on every chunk
                             state.take_usage(obj)
                 except (AttributeError, TypeError, KeyError):
                     # A chunk whose choices / delta / usage are not the objects the API defines.
@@ -339,6 +341,19 @@ async def read_event_stream(
     except RelayError as error:
         redact_error(error, secrets)
         raise
+
+
+if sys.version_info >= (3, 11):
+
+    async def _read_within(read: Callable[[], Awaitable[bytes]], seconds: float) -> bytes:
+        """``await read()``, or ``asyncio.TimeoutError`` after ``seconds`` (no task per read, unlike ``wait_for``)."""
+        async with asyncio.timeout(seconds):
+            return await read()
+
+else:  # Python 3.10
+
+    async def _read_within(read: Callable[[], Awaitable[bytes]], seconds: float) -> bytes:
+        return await asyncio.wait_for(read(), seconds)
 
 
 def _take_call_delta(call: dict[str, Any], delta: dict[str, Any]) -> str:
