@@ -322,7 +322,8 @@ class RedisState:
         self._renew = self._redis.register_script(_RENEW)
         self._failed = self._redis.register_script(_FAILED)
         self._cooling = self._redis.register_script(_COOLING)
-        self._admit_heads: dict[tuple[str, tuple[int, int, int]], bytes] = {}
+        self._admit_heads: dict[tuple[str, tuple[int, int, int]], bytes] = {}  # packed once per key and limits
+        self._release_heads: dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid()}.{secrets.token_hex(4)}."
         self._held: dict[str, set[str]] = {}  # gateway key name -> Redis slot ids this process holds
@@ -559,7 +560,12 @@ class RedisState:
             script = self._release_with_tokens
             await self._post(key, tokens, pack(("EVALSHA", script.sha, 3, *keys, *args)), script, keys, args)
         else:
-            await self._post(key, 0, pack(("ZREM", self._key("slots", key), slot_id)))
+            head = self._release_heads.get(key)
+            if head is None:
+                if len(self._release_heads) >= 1024:
+                    self._release_heads.clear()
+                head = self._release_heads[key] = pack(("ZREM", self._key("slots", key)), more=1)
+            await self._post(key, 0, head + bulk(slot_id))
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         if tokens <= 0:
