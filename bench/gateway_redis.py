@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .gateway.load import cpu_seconds
 from .gateway.run import KEY, NONSTREAM, Bench, Target, _free_port, _percentile, _wait_http
@@ -136,46 +137,88 @@ class RedisBench(Bench):
         return "\n".join(rows)
 
 
-def state_costs(redis_port: int, unix_socket: str | None, count: int) -> str:
-    """Per limited request, in this process: admit + add_tokens + release (all three limits) and admit alone
-    (rpm only), sequential, for MemoryState and RedisState; wall and CPU µs, medians of 3 runs."""
+def state_costs(redis_port: int, unix_socket: str | None, count: int, redis_pid: int) -> str:
+    """The state alone, in this process (pinned where a single-worker gateway is): per request of a key with rpm
+    and max_concurrent, the admit as at concurrency 1 (timed; the previous request's release applied before it),
+    then the release; and a key with all three limits, admit + add_tokens + release back to back. Beside them the
+    round trip alone (PING). p50 and mean wall µs, CPU µs of this process and of Redis, per request."""
     import asyncio
+    import inspect
+    import socket
 
+    from llmrelay.server.redis_pipe import pack
     from llmrelay.server.redis_state import RedisState
     from llmrelay.server.state import MemoryState, State
 
-    async def one_request(state: State, all_limits: bool) -> None:
-        if all_limits:
-            slot = await state.admit("bench", 10**9, 10**12, 10**5)
-            await state.add_tokens("bench", 20)
-            if slot is not None:
-                await state.release("bench", slot)
-        else:
-            await state.admit("bench", 10**9, None, None)
+    def ping_blocking() -> tuple[float, float]:
+        with socket.create_connection(("127.0.0.1", redis_port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            sock.recv(64)
+            return time.perf_counter() - started, 0.0
 
-    async def measure(state: State, all_limits: bool) -> tuple[float, float]:
+    async def measure(one: Any) -> str:
         for _ in range(200):
-            await one_request(state, all_limits)
-        runs = []
-        for _ in range(3):
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(count):
-                await one_request(state, all_limits)
-            runs.append(((time.perf_counter() - wall) / count * 1e6, (time.process_time() - cpu) / count * 1e6))
-        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            await one()
+        latencies: list[float] = []
+        cpu, redis_cpu = time.process_time(), cpu_seconds(redis_pid)
+        for _ in range(count):
+            latencies.append(await one())
+        cpu, redis_cpu = time.process_time() - cpu, cpu_seconds(redis_pid) - redis_cpu
+        return (
+            f"{statistics.median(latencies) * 1e6:.0f} | {statistics.fmean(latencies) * 1e6:.0f} "
+            f"| {cpu / count * 1e6:.0f} | {redis_cpu / count * 1e6:.0f}"
+        )
 
     async def main() -> list[str]:
+        rows = []
+
+        async def blocking() -> float:
+            return ping_blocking()[0]
+
+        rows.append(f"| PING, blocking socket (the round trip alone) | {await measure(blocking)} |")
         states: list[tuple[str, State]] = [("MemoryState", MemoryState())]
         states.append(("RedisState, TCP loopback", RedisState(f"redis://127.0.0.1:{redis_port}/0")))
         if unix_socket:
             states.append(("RedisState, unix socket", RedisState(f"unix://{unix_socket}?db=0")))
-        rows = []
         for name, state in states:
             if isinstance(state, RedisState):
                 await state.connect()
-            every = await measure(state, True)
-            rpm = await measure(state, False)
-            rows.append(f"| {name} | {every[0]:.0f} | {every[1]:.0f} | {rpm[0]:.0f} | {rpm[1]:.0f} |")
+                # The pipe of another checkout (--baseline through PYTHONPATH) may take the command's words.
+                packed = "command" in inspect.signature(state._pipe.call).parameters
+                ping_args: tuple[Any, ...] = (pack(("PING",)),) if packed else ("PING",)
+
+                async def ping(state: RedisState = state, args: tuple[Any, ...] = ping_args) -> float:
+                    started = time.perf_counter()
+                    await state._pipe.call(*args)
+                    return time.perf_counter() - started
+
+                rows.append(f"| {name}: PING through its connection | {await measure(ping)} |")
+
+            async def admit(state: State = state) -> float:
+                started = time.perf_counter()
+                slot = await state.admit("bench", 10**9, None, 10**5)
+                took = time.perf_counter() - started
+                if slot is not None:
+                    await state.release("bench", slot)
+                await asyncio.sleep(0.0003)  # the release written, applied and answered before the next request
+                return took
+
+            async def every(state: State = state) -> float:
+                started = time.perf_counter()
+                slot = await state.admit("bench-tpm", 10**9, 10**12, 10**5)
+                await state.add_tokens("bench-tpm", 20)
+                if slot is not None:
+                    await state.release("bench-tpm", slot)
+                return time.perf_counter() - started
+
+            rows.append(f"| {name}: rpm + max_concurrent, admit (timed) then release | {await measure(admit)} |")
+            rows.append(
+                f"| {name}: rpm + tpm + max_concurrent, admit + add_tokens + release | {await measure(every)} |"
+            )
+            if isinstance(state, RedisState) and not state.shared:
+                rows.append(f"| {name}: **Redis failed, the figures above are partly from memory** | | | | |")
             await state.close()
         return rows
 
@@ -185,13 +228,7 @@ def state_costs(redis_port: int, unix_socket: str | None, count: int) -> str:
         rows = uvloop.run(main())
     except ImportError:
         rows = asyncio.run(main())
-    return "\n".join(
-        [
-            "| state | rpm+tpm+max_concurrent: µs/request | CPU µs/request | rpm only: µs/request | CPU µs/request |",
-            "|---|---|---|---|---|",
-            *rows,
-        ]
-    )
+    return "\n".join(["| per request | p50 µs | mean µs | CPU µs | Redis CPU µs |", "|---|---|---|---|---|", *rows])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,12 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         else:
             table = bench.run_all()
         count = 500 if args.quick else 3000
-        costs = state_costs(bench.redis_port, str(bench.unix_socket), count)
+        if bench.proxy_cpus:  # where a single-worker gateway runs (Redis is on the other CPUs)
+            os.sched_setaffinity(0, bench.proxy_cpus)
+        costs = state_costs(bench.redis_port, str(bench.unix_socket), count, bench.redis.pid)
     finally:
         bench.close()
     costs_header = (
-        f"\n\nThe state alone, in one process (uvloop), {count} sequential requests, medians of 3 runs; the gateway "
-        "calls admit, add_tokens and release once each per request of a key with all three limits:\n\n"
+        f"\n\nThe state alone, in one process (uvloop{', pinned where a single-worker gateway runs' if bench.proxy_cpus else ''}), "
+        f"{count} sequential requests; the gateway calls admit, add_tokens and release once each per request:\n\n"
     )
     header = (
         f"Redis-backed limits ({os.cpu_count()} CPUs{', single-worker gateways pinned to one CPU' if bench.proxy_cpus else ''}; "
