@@ -33,6 +33,7 @@ class RedisBench(Bench):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.limits = "\n".join(line for line in LIMITS.splitlines() if not (args.no_tpm and "tpm" in line)) + "\n"
+        self.logs: dict[str, Path] = {}
 
     def start_redis(self) -> None:
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -59,6 +60,7 @@ class RedisBench(Bench):
         )
         port = _free_port()
         log = open(self.tmp / f"{config.stem}.log", "wb")  # the access log is on, written to a file
+        self.logs[name] = Path(log.name)
         command = str(Path(sys.executable).parent / "llmrelay")
         env = {**os.environ, "PYTHONPATH": source} if source else None  # that checkout's llmrelay first
         process = self.spawn(
@@ -111,6 +113,12 @@ class RedisBench(Bench):
                 self.measure_one(target, self.args.quick)
         return self.redis_table()
 
+    def outages(self, name: str) -> int:
+        """How many times the gateway lost Redis (a call failed or timed out: per-process limits for a while, so
+        its figures are not all Redis's)."""
+        log = self.logs.get(name)
+        return log.read_text(errors="replace").count("per process until it answers again") if log else 0
+
     def redis_table(self) -> str:
         def med(target: Target, name: str) -> float:
             return statistics.median(target.results[name])
@@ -118,8 +126,8 @@ class RedisBench(Bench):
         off = self.targets[0]
         rows = [
             "| | p50 c=1 ms (added vs limits off: median of the repetitions' differences) | p99 c=1 ms (added) | req/s c=64 | gateway CPU/request ms "
-            "(added) | Redis CPU/request µs | p50 c=64 ms | p99 c=64 ms | errors |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "(added) | Redis CPU/request µs | p50 c=64 ms | p99 c=64 ms | errors | Redis outages |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for target in self.targets:
             added: dict[str, str] = {}
@@ -132,7 +140,7 @@ class RedisBench(Bench):
                 f"| {target.name} | {med(target, 'p50'):.3f}{added['p50']} | {med(target, 'p99'):.3f}{added['p99']} "
                 f"| {med(target, 'rps'):.0f} | {med(target, 'cpu'):.3f}{added['cpu']} "
                 f"| {med(target, 'redis_cpu'):.0f} | {med(target, 'p50_64'):.1f} | {med(target, 'p99_64'):.1f} "
-                f"| {sum(target.results['errors'])} |"
+                f"| {sum(target.results['errors'])} | {self.outages(target.name)} |"
             )
         return "\n".join(rows)
 

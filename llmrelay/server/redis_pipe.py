@@ -3,8 +3,8 @@
 redis-py's client takes a pooled connection per command, checks it, sends, and a reader coroutine waits for the
 reply under a timeout: correct, but most of a round trip's cost. The limit checks of a request need only one
 answer (admit); giving a slot back needs none. :class:`Pipe` keeps one connection: redis-py's pool opens it (so the
-URL's host, unix socket, TLS, password and database work as everywhere else; RESP2, ``protocol=2``), then the pipe
-takes its transport over with an :class:`asyncio.Protocol` of its own that parses each read as it arrives (hiredis, else a small
+URL's host, unix socket, TLS, password and database work as everywhere else; RESP2), then the pipe takes its
+transport over with an :class:`asyncio.Protocol` of its own that parses each read as it arrives (hiredis, else a small
 parser here) and settles the waiting commands in place: no reader task, no timeout context per command. So:
 
 * :meth:`Pipe.call` writes a command (with every command posted before it) and waits for its reply;
@@ -90,8 +90,7 @@ class Pipe:
         async with self._connecting:
             if self._link is None:
                 conn = self._pool.make_connection()
-                if str(conn.protocol) != "2":
-                    raise ValueError("the pipe reads RESP2: make its pool with protocol=2")
+                conn.protocol = 2  # what the pipe reads, whatever the URL asks of the pool's other connections
                 await conn.connect()  # TCP / unix socket / TLS, AUTH, SELECT: redis-py's handshake
                 self._link = _Link(self, _take_over(conn), self._reader(), self._timeout_s)
             return self._link

@@ -307,7 +307,6 @@ class RedisState:
             # a Redis restart); never on a timeout: a slow Redis falls back to memory at once.
             pool = aioredis.ConnectionPool.from_url(
                 url,
-                protocol=2,  # the pipe reads RESP2 (and so has redis-py before 8)
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
