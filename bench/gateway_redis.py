@@ -1,6 +1,6 @@
 """What Redis-backed limits cost the gateway (SPEC 8.8): limits off, in memory, in Redis, and ``--workers 2``.
 
-``python -m bench.gateway_redis [--reps N] [--quick] [--baseline DIR]`` (``--baseline``: also "limits in Redis" with the
+``python -m bench.gateway_redis [--reps N] [--quick] [--baseline DIR ...]`` (``--baseline``: also "limits in Redis" with the
 llmrelay package of another checkout, e.g. a git worktree of main, interleaved in the same run). The same fake upstream and load generator as
 ``python -m bench.gateway`` (each in its own process); one key with rpm, tpm and max_concurrent set so high
 that nothing is refused, so every request runs the whole check (admit, release, token accounting). A
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -81,6 +82,8 @@ class RedisBench(Bench):
         target.add("p50", statistics.median(result["latencies"]))
         target.add("p99", _percentile(result["latencies"], 99))
         target.add("errors", result["errors"])
+        if self.args.latency_only:
+            return
         redis_before = cpu_seconds(self.redis.pid)
         result = self.load(target, NONSTREAM, False, 64, n(4000), 12)
         redis_cpu = cpu_seconds(self.redis.pid) - redis_before
@@ -101,9 +104,9 @@ class RedisBench(Bench):
             self.start_gateway("limits in Redis", True, True, 1),
             self.start_gateway("limits in Redis, --workers 2", True, True, 2),
         ]
-        if self.args.baseline:
-            name = f"limits in Redis ({Path(self.args.baseline).name})"
-            self.targets.insert(2, self.start_gateway(name, True, True, 1, str(Path(self.args.baseline).resolve())))
+        for at, checkout in enumerate(self.args.baseline or [], start=2):
+            name = f"limits in Redis ({Path(checkout).name})"
+            self.targets.insert(at, self.start_gateway(name, True, True, 1, str(Path(checkout).resolve())))
         time.sleep(1.0)
         for rep in range(self.args.reps):
             # Every other repetition in reverse order, so that a machine getting busier or quieter during the run
@@ -121,7 +124,8 @@ class RedisBench(Bench):
 
     def redis_table(self) -> str:
         def med(target: Target, name: str) -> float:
-            return statistics.median(target.results[name])
+            values = target.results.get(name)
+            return statistics.median(values) if values else math.nan  # not measured (--latency-only)
 
         off = self.targets[0]
         rows = [
@@ -132,6 +136,9 @@ class RedisBench(Bench):
         for target in self.targets:
             added: dict[str, str] = {}
             for name in ("p50", "p99", "cpu"):
+                if name not in off.results:
+                    added[name] = ""
+                    continue
                 # The median of the differences within each repetition (measured minutes apart at most), not
                 # the difference of the medians.
                 delta = statistics.median(t - o for t, o in zip(target.results[name], off.results[name], strict=True))
@@ -245,8 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--state-only", action="store_true", help="only the in-process cost of each state")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only latency at concurrency 1 (more repetitions in the time)"
+    )
     parser.add_argument("--no-tpm", action="store_true", help="the key's limits without tpm (rpm, max_concurrent)")
-    parser.add_argument("--baseline", metavar="DIR", help="also measure the llmrelay package of this checkout")
+    parser.add_argument(
+        "--baseline", metavar="DIR", action="append", help="also measure the llmrelay package of this checkout (again)"
+    )
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:

@@ -109,8 +109,9 @@ def test_the_python_reader_reads_what_hiredis_reads_in_any_split(redis: RedisSer
         assert comparable(read_all(PyReader(), size)) == expected
 
 
-def test_posts_are_written_together_at_the_end_of_the_turn_and_before_a_call(redis: RedisServer) -> None:
-    """Posted commands wait for the end of the event loop's turn (or the next call), then go in order: a release
+def test_a_post_goes_at_once_when_idle_else_with_the_next_call_or_at_the_end_of_the_turn(redis: RedisServer) -> None:
+    """A posted command goes at once when no reply is due; while replies are due, posts wait for the end of the
+    event loop's turn or the next call, whichever comes first, and go together in one write, in order: a release
     posted before an admit reaches Redis before it."""
 
     async def main() -> None:
@@ -118,15 +119,20 @@ def test_posts_are_written_together_at_the_end_of_the_turn_and_before_a_call(red
         failures: list[BaseException] = []
         try:
             await pipe.open()
+            link = pipe._link
+            assert link is not None
             for _ in range(3):
                 await pipe.post(failures.append, c("INCR", "n"))
-            assert pipe.pending == 3
-            assert redis_command(redis.port, "GET", "n") == b"$-1\r\n"  # queued, not written yet
-            assert await pipe.call(c("GET", "n")) == b"3"  # the call wrote them first
+            assert pipe.pending == 3 and len(link.out) == 2  # the first went at once, the other two wait
+            assert await pipe.call(c("GET", "n")) == b"3"  # the call wrote them first, in order
             await pipe.post(failures.append, c("INCR", "n"))
-            await asyncio.sleep(0)  # the end of the turn: written
+            assert not link.out  # idle: at once
+            await pipe.post(failures.append, c("INCR", "n"))
+            assert len(link.out) == 1
+            await asyncio.sleep(0)  # the end of the turn
+            assert not link.out
             await pipe.drain()
-            assert redis_command(redis.port, "GET", "n") == b"$1\r\n4\r\n"
+            assert redis_command(redis.port, "GET", "n") == b"$1\r\n5\r\n"
             await pipe.post(failures.append, c("LPUSH", "n", "x"))  # refused (WRONGTYPE): handed to the callback
             await pipe.drain()
             assert len(failures) == 1 and "WRONGTYPE" in str(failures[0]) and pipe.pending == 0
@@ -173,8 +179,8 @@ def test_a_connection_closed_by_the_server_is_replaced() -> None:
             try:
                 client = await pipe.call(c("CLIENT", "ID"))
                 failures: list[BaseException] = []
-                await pipe.post(failures.append, c("INCR", "n"))  # queued ...
-                assert redis_command(own.port, "CLIENT", "KILL", "ID", str(client)) == b":1\r\n"  # ... then closed
+                assert redis_command(own.port, "CLIENT", "KILL", "ID", str(client)) == b":1\r\n"  # closed, unseen yet
+                await pipe.post(failures.append, c("INCR", "n"))
                 await pipe.drain()
                 assert len(failures) == 1 and isinstance(failures[0], RedisConnectionError)
                 assert redis_command(own.port, "GET", "n") == b"$-1\r\n"
@@ -218,3 +224,38 @@ def test_pack_and_bulk_make_one_command() -> None:
     assert head + bulk("é") == b"*5\r\n$7\r\nEVALSHA\r\n$3\r\nabc\r\n$1\r\n1\r\n$3\r\nk\r\n\r\n$2\r\n\xc3\xa9\r\n"
     with pytest.raises(TypeError, match="float"):
         pack(("SET", "k", 1.5))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_reply_that_came_while_the_process_did_not_run_is_not_late(redis: RedisServer, loop: str) -> None:
+    """A busy process: it does not come back to its event loop for longer than the timeout while the reply arrives
+    (here: a callback reading another connection blocks). Its timer is then due before it reads the socket again
+    (uvloop runs timers first): the reply is read, not taken as late."""
+
+    async def main() -> None:
+        pipe, other = new_pipe(redis.url, timeout_s=0.05), new_pipe(redis.url)
+        try:
+            link = (await pipe._connect(), await other._connect())[0]
+            call: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            def busy(_: BaseException) -> None:  # runs while the other connection's reply is read
+                link.send(c("PING"), call, True)
+                time.sleep(0.2)
+
+            await redis_command_async(redis.port, "SET", "s", "v")
+            await other.post(busy, c("LPUSH", "s", "x"))  # WRONGTYPE: its callback runs
+            assert await call == b"PONG"
+            assert await pipe.call(c("PING")) == b"PONG"  # the same connection, in step
+        finally:
+            await pipe.close()
+            await other.close()
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        uvloop.run(main())
+    else:
+        run(main())
+
+
+async def redis_command_async(port: int, *words: str) -> bytes:
+    return await asyncio.get_running_loop().run_in_executor(None, redis_command, port, *words)

@@ -8,16 +8,16 @@ transport over with an :class:`asyncio.Protocol` of its own that parses each rea
 parser here) and settles the waiting commands in place: no reader task, no timeout context per command. So:
 
 * :meth:`Pipe.call` writes a command (with every command posted before it) and waits for its reply;
-* :meth:`Pipe.post` queues a command without waiting: the queue is written at the end of the event loop's turn,
-  or with the next :meth:`Pipe.call`, whichever comes first (one write for all; under load, releases and admits of
-  many requests travel together). A failed reply is handed to the command's ``failed`` callback;
+* :meth:`Pipe.post` sends a command without waiting for its reply: at once when no reply is due (low load), else
+  at the end of the event loop's turn or with the next :meth:`Pipe.call`, whichever comes first (under load, the
+  releases of many requests go in one write). A failed reply is handed to the command's ``failed`` callback;
 * commands of one process reach Redis in the order they were queued (one connection): a release posted before an
   admit is applied before it;
 * at most ``max_pending`` commands wait for their replies; a post beyond that waits until the replies of the
   commands sent so far are read.
 
-A reply that does not come within ``timeout_s`` of its command, or a broken connection, fails every command
-waiting on the connection; the next command opens a new one.
+A reply that does not come within ``timeout_s`` of its command (and a millisecond more), or a broken connection,
+fails every command waiting on the connection; the next command opens a new one.
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ class Pipe:
         if len(link.waiting) >= self.max_pending:  # bounded: wait until the replies of what was sent are read
             await self.drain()
             link = self._link if self._link is not None else await self._connect()
-        link.send(command, failed, False)
+        # Idle (the common case at low load: no reply due), it goes at once, so it reaches Redis before anything this
+        # process does next (a response to write); busy, it waits for the end of the turn and goes with the rest.
+        link.send(command, failed, not link.waiting)
 
     async def open(self) -> None:
         """Connect now rather than at the first command."""
@@ -162,16 +164,20 @@ class _Link(asyncio.Protocol):
         except (OSError, RuntimeError) as error:  # closed under us
             self.fail(RedisConnectionError(f"connection lost: {error}"))
 
-    def check_due(self) -> None:
-        """The oldest command's reply is late: the connection is out of use (its replies would be out of step)."""
+    def check_due(self, late: bool = False) -> None:
+        """The oldest command's reply is late: the connection is out of use (its replies would be out of step).
+        Checked twice, the second time after the event loop has read its sockets once more: a process that did not
+        run for a while (a busy machine) finds its timers due before it reads the replies that came meanwhile."""
         self.timer = None
         if self.closed or not self.waiting:
             return
         due = self.waiting[0][0]
-        if self.loop.time() >= due:
-            self.fail(RedisTimeoutError("timeout reading from redis"))
-        else:
+        if self.loop.time() < due:
             self.timer = self.loop.call_at(due, self.check_due)
+        elif not late:
+            self.timer = self.loop.call_later(0.001, self.check_due, True)
+        else:
+            self.fail(RedisTimeoutError("timeout reading from redis"))
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self.reader, self.waiting
