@@ -154,9 +154,11 @@ async def _ask(
 async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
     # The body was checked with chat_call_from_json before the run: only its conversion is needed here. The call
     # is _ask's, written out: no Answer is built for the common answer (the chat.completion comes from the events).
-    options = provider_options({name: value for name, value in body.items() if name not in _NOT_PARAMETERS}, False)
     cls, model = router.resolve(body["model"])
-    options = {**options, **router.options(cls), "headers": headers}
+    options = {**router.options(cls), "headers": headers}
+    if len(body) > 2:  # more than model and messages
+        params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
+        options = {**provider_options(params, False), **options}
     data = completion_from_events(await complete_events(cls, model, body["messages"], options), model)
     return data, data.get("usage")
 

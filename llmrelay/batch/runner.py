@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from .inputs import Checked, InputError, Line, check_input, iter_lines, parse_line
+from .inputs import Checked, InputError, Line, check_input, parse_line
 from .limits import Gate, Limits
 from .lines import Done, run_line
 from .operations import OPERATIONS, Router, check_body
@@ -119,17 +119,20 @@ def check(settings: Settings, router: Router) -> Checked:
 def pending_lines(settings: Settings, previous: Previous, stats: Stats) -> Iterator[Line]:
     """The lines still to send, streamed from the (already checked) input; done ones are counted as skipped."""
     resuming = bool(previous.succeeded or previous.failed)
-    for number, raw in iter_lines(settings.input):
-        line = _read_checked(number, raw)
-        if isinstance(line, str):  # the file changed since it was checked
-            raise InputError([f"{settings.label}:{number}: {line}"])
-        if resuming:
-            status = previous.status_of(line.custom_id)
-            if status is not None:
-                stats.skipped += 1
-                stats.skipped_failed += not status
+    with open(settings.input, "rb") as file:  # iter_lines, written out (one generator less per line)
+        for number, raw in enumerate(file, 1):
+            if not raw.strip():
                 continue
-        yield line
+            line = _read_checked(number, raw)
+            if isinstance(line, str):  # the file changed since it was checked
+                raise InputError([f"{settings.label}:{number}: {line}"])
+            if resuming:
+                status = previous.status_of(line.custom_id)
+                if status is not None:
+                    stats.skipped += 1
+                    stats.skipped_failed += not status
+                    continue
+            yield line
 
 
 def _read_checked(number: int, raw: bytes) -> Line | str:
