@@ -617,3 +617,27 @@ def test_a_renewal_drops_the_slots_whose_lease_ended(redis: RedisServer) -> None
             await a.close()
 
     run(main())
+
+
+def test_a_slot_taken_for_a_caller_that_left_during_the_admit_goes_back(redis: RedisServer) -> None:
+    """The caller disconnects while Redis decides (the request's task is cancelled): Redis took the slot, and this
+    process gives it back at once instead of leaving it to count until its lease ends."""
+
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            admit = asyncio.ensure_future(a.admit("alice", None, None, 1))
+            await asyncio.sleep(0)  # written
+            admit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await admit
+            await applied(a)
+            assert await a._redis.zcard(a._key("slots", "alice")) == 0
+            assert not a._held
+            slot = await b.admit("alice", None, None, 1)  # the one slot is free
+            assert slot is not None
+            await b.release("alice", slot)
+        finally:
+            await closing(a, b)
+
+    run(main())

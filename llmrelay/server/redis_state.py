@@ -519,6 +519,10 @@ class RedisState:
             try:
                 try:
                     verdict, wait_ms = await self._pipe.call(self._admit_head(key, limits) + bulk(member))
+                except asyncio.CancelledError:  # the caller left while Redis was deciding: a slot taken goes back
+                    if max_concurrent is not None:
+                        await self._post(key, 0, pack(("ZREM", self._key("slots", key), member)))
+                    raise
                 except NoScriptError:  # Redis lost it (restart, flush): loaded again and run
                     args = (*limits, self.slot_ttl_ms, WINDOW_MS, member)
                     verdict, wait_ms = await self._admit(keys=self._limit_keys(key), args=args)
