@@ -3,7 +3,7 @@
 Same interface and algorithm as :class:`~llmrelay.server.state.MemoryState` (exact 60 s sliding windows),
 kept in Redis so every replica pointing at the same Redis counts together:
 
-* ``rpm``: a sorted set per key of admitted requests scored by the time they were admitted;
+* ``rpm``: a list per key of the times requests were admitted, oldest first, at most rpm long (see ``_ADMIT``);
 * ``tpm``: a sorted set per key of ``id:tokens`` entries plus a running sum (entries leaving the window are
   subtracted as they are trimmed, so a check never adds up the whole window);
 * ``max_concurrent``: a sorted set per key of slot ids scored by their expiry. The replica holding a slot
