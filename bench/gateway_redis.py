@@ -1,6 +1,6 @@
 """What Redis-backed limits cost the gateway (SPEC 8.8): limits off, in memory, in Redis, and ``--workers 2``.
 
-``python -m bench.gateway_redis [--reps N] [--quick] [--baseline DIR]`` (``--baseline``: also "limits in Redis" with the
+``python -m bench.gateway_redis [--reps N] [--quick] [--baseline DIR ...]`` (``--baseline``: also "limits in Redis" with the
 llmrelay package of another checkout, e.g. a git worktree of main, interleaved in the same run). The same fake upstream and load generator as
 ``python -m bench.gateway`` (each in its own process); one key with rpm, tpm and max_concurrent set so high
 that nothing is refused, so every request runs the whole check (admit, release, token accounting). A
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import math
 import os
 import shutil
 import statistics
@@ -20,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .gateway.load import cpu_seconds
 from .gateway.run import KEY, NONSTREAM, Bench, Target, _free_port, _percentile, _wait_http
@@ -31,6 +34,7 @@ class RedisBench(Bench):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.limits = "\n".join(line for line in LIMITS.splitlines() if not (args.no_tpm and "tpm" in line)) + "\n"
+        self.logs: dict[str, Path] = {}
 
     def start_redis(self) -> None:
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -57,6 +61,7 @@ class RedisBench(Bench):
         )
         port = _free_port()
         log = open(self.tmp / f"{config.stem}.log", "wb")  # the access log is on, written to a file
+        self.logs[name] = Path(log.name)
         command = str(Path(sys.executable).parent / "llmrelay")
         env = {**os.environ, "PYTHONPATH": source} if source else None  # that checkout's llmrelay first
         process = self.spawn(
@@ -77,6 +82,8 @@ class RedisBench(Bench):
         target.add("p50", statistics.median(result["latencies"]))
         target.add("p99", _percentile(result["latencies"], 99))
         target.add("errors", result["errors"])
+        if self.args.latency_only:
+            return
         redis_before = cpu_seconds(self.redis.pid)
         result = self.load(target, NONSTREAM, False, 64, n(4000), 12)
         redis_cpu = cpu_seconds(self.redis.pid) - redis_before
@@ -97,80 +104,136 @@ class RedisBench(Bench):
             self.start_gateway("limits in Redis", True, True, 1),
             self.start_gateway("limits in Redis, --workers 2", True, True, 2),
         ]
-        if self.args.baseline:
-            name = f"limits in Redis ({Path(self.args.baseline).name})"
-            self.targets.insert(2, self.start_gateway(name, True, True, 1, str(Path(self.args.baseline).resolve())))
+        for at, checkout in enumerate(self.args.baseline or [], start=2):
+            name = f"limits in Redis ({Path(checkout).name})"
+            self.targets.insert(at, self.start_gateway(name, True, True, 1, str(Path(checkout).resolve())))
         time.sleep(1.0)
         for rep in range(self.args.reps):
-            for target in self.targets:
+            # Every other repetition in reverse order, so that a machine getting busier or quieter during the run
+            # weighs on no target more than on another.
+            for target in self.targets if rep % 2 == 0 else self.targets[::-1]:
                 print(f"rep {rep + 1}/{self.args.reps}: {target.name}", file=sys.stderr, flush=True)
                 self.measure_one(target, self.args.quick)
         return self.redis_table()
 
+    def outages(self, name: str) -> int:
+        """How many times the gateway lost Redis (a call failed or timed out: per-process limits for a while, so
+        its figures are not all Redis's)."""
+        log = self.logs.get(name)
+        return log.read_text(errors="replace").count("per process until it answers again") if log else 0
+
     def redis_table(self) -> str:
         def med(target: Target, name: str) -> float:
-            return statistics.median(target.results[name])
+            values = target.results.get(name)
+            return statistics.median(values) if values else math.nan  # not measured (--latency-only)
 
         off = self.targets[0]
         rows = [
-            "| | p50 c=1 ms (added vs limits off) | p99 c=1 ms (added) | req/s c=64 | gateway CPU/request ms "
-            "(added) | Redis CPU/request µs | p50 c=64 ms | p99 c=64 ms | errors |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| | p50 c=1 ms (added vs limits off: median of the repetitions' differences) | p99 c=1 ms (added) | req/s c=64 | gateway CPU/request ms "
+            "(added) | Redis CPU/request µs | p50 c=64 ms | p99 c=64 ms | errors | Redis outages |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for target in self.targets:
             added: dict[str, str] = {}
             for name in ("p50", "p99", "cpu"):
-                delta = med(target, name) - med(off, name)
+                if name not in off.results:
+                    added[name] = ""
+                    continue
+                # The median of the differences within each repetition (measured minutes apart at most), not
+                # the difference of the medians.
+                delta = statistics.median(t - o for t, o in zip(target.results[name], off.results[name], strict=True))
                 added[name] = "" if target is off else f" ({delta * 1000:+.0f} µs, {delta / med(off, name):+.1%})"
             rows.append(
                 f"| {target.name} | {med(target, 'p50'):.3f}{added['p50']} | {med(target, 'p99'):.3f}{added['p99']} "
                 f"| {med(target, 'rps'):.0f} | {med(target, 'cpu'):.3f}{added['cpu']} "
                 f"| {med(target, 'redis_cpu'):.0f} | {med(target, 'p50_64'):.1f} | {med(target, 'p99_64'):.1f} "
-                f"| {sum(target.results['errors'])} |"
+                f"| {sum(target.results['errors'])} | {self.outages(target.name)} |"
             )
         return "\n".join(rows)
 
 
-def state_costs(redis_port: int, unix_socket: str | None, count: int) -> str:
-    """Per limited request, in this process: admit + add_tokens + release (all three limits) and admit alone
-    (rpm only), sequential, for MemoryState and RedisState; wall and CPU µs, medians of 3 runs."""
+def state_costs(redis_port: int, unix_socket: str | None, count: int, redis_pid: int) -> str:
+    """The state alone, in this process (pinned where a single-worker gateway is): per request of a key with rpm
+    and max_concurrent, the admit as at concurrency 1 (timed; the previous request's release applied before it),
+    then the release; and a key with all three limits, admit + add_tokens + release back to back. Beside them the
+    round trip alone (PING). p50 and mean wall µs, CPU µs of this process and of Redis, per request."""
     import asyncio
+    import inspect
+    import socket
 
+    from llmrelay.server.redis_pipe import pack
     from llmrelay.server.redis_state import RedisState
     from llmrelay.server.state import MemoryState, State
 
-    async def one_request(state: State, all_limits: bool) -> None:
-        if all_limits:
-            slot = await state.admit("bench", 10**9, 10**12, 10**5)
-            await state.add_tokens("bench", 20)
-            if slot is not None:
-                await state.release("bench", slot)
-        else:
-            await state.admit("bench", 10**9, None, None)
+    def ping_blocking() -> tuple[float, float]:
+        with socket.create_connection(("127.0.0.1", redis_port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            sock.recv(64)
+            return time.perf_counter() - started, 0.0
 
-    async def measure(state: State, all_limits: bool) -> tuple[float, float]:
+    async def measure(one: Any) -> str:
         for _ in range(200):
-            await one_request(state, all_limits)
-        runs = []
-        for _ in range(3):
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(count):
-                await one_request(state, all_limits)
-            runs.append(((time.perf_counter() - wall) / count * 1e6, (time.process_time() - cpu) / count * 1e6))
-        return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            await one()
+        latencies: list[float] = []
+        cpu, redis_cpu = time.process_time(), cpu_seconds(redis_pid)
+        for _ in range(count):
+            latencies.append(await one())
+        cpu, redis_cpu = time.process_time() - cpu, cpu_seconds(redis_pid) - redis_cpu
+        return (
+            f"{statistics.median(latencies) * 1e6:.0f} | {statistics.fmean(latencies) * 1e6:.0f} "
+            f"| {cpu / count * 1e6:.0f} | {redis_cpu / count * 1e6:.0f}"
+        )
 
     async def main() -> list[str]:
+        rows = []
+
+        async def blocking() -> float:
+            return ping_blocking()[0]
+
+        rows.append(f"| PING, blocking socket (the round trip alone) | {await measure(blocking)} |")
         states: list[tuple[str, State]] = [("MemoryState", MemoryState())]
         states.append(("RedisState, TCP loopback", RedisState(f"redis://127.0.0.1:{redis_port}/0")))
         if unix_socket:
             states.append(("RedisState, unix socket", RedisState(f"unix://{unix_socket}?db=0")))
-        rows = []
         for name, state in states:
             if isinstance(state, RedisState):
                 await state.connect()
-            every = await measure(state, True)
-            rpm = await measure(state, False)
-            rows.append(f"| {name} | {every[0]:.0f} | {every[1]:.0f} | {rpm[0]:.0f} | {rpm[1]:.0f} |")
+                # The pipe of another checkout (--baseline through PYTHONPATH) may take the command's words.
+                packed = "command" in inspect.signature(state._pipe.call).parameters
+                ping_args: tuple[Any, ...] = (pack(("PING",)),) if packed else ("PING",)
+
+                async def ping(state: RedisState = state, args: tuple[Any, ...] = ping_args) -> float:
+                    started = time.perf_counter()
+                    await state._pipe.call(*args)
+                    return time.perf_counter() - started
+
+                rows.append(f"| {name}: PING through its connection | {await measure(ping)} |")
+
+            async def admit(state: State = state) -> float:
+                started = time.perf_counter()
+                slot = await state.admit("bench", 10**9, None, 10**5)
+                took = time.perf_counter() - started
+                if slot is not None:
+                    await state.release("bench", slot)
+                await asyncio.sleep(0.0003)  # the release written, applied and answered before the next request
+                return took
+
+            async def every(state: State = state) -> float:
+                started = time.perf_counter()
+                slot = await state.admit("bench-tpm", 10**9, 10**12, 10**5)
+                await state.add_tokens("bench-tpm", 20)
+                if slot is not None:
+                    await state.release("bench-tpm", slot)
+                return time.perf_counter() - started
+
+            rows.append(f"| {name}: rpm + max_concurrent, admit (timed) then release | {await measure(admit)} |")
+            rows.append(
+                f"| {name}: rpm + tpm + max_concurrent, admit + add_tokens + release | {await measure(every)} |"
+            )
+            if isinstance(state, RedisState) and not state.shared:
+                rows.append(f"| {name}: **Redis failed, the figures above are partly from memory** | | | | |")
             await state.close()
         return rows
 
@@ -180,13 +243,7 @@ def state_costs(redis_port: int, unix_socket: str | None, count: int) -> str:
         rows = uvloop.run(main())
     except ImportError:
         rows = asyncio.run(main())
-    return "\n".join(
-        [
-            "| state | rpm+tpm+max_concurrent: µs/request | CPU µs/request | rpm only: µs/request | CPU µs/request |",
-            "|---|---|---|---|---|",
-            *rows,
-        ]
-    )
+    return "\n".join(["| per request | p50 µs | mean µs | CPU µs | Redis CPU µs |", "|---|---|---|---|---|", *rows])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,8 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests per measurement, one repetition")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--state-only", action="store_true", help="only the in-process cost of each state")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only latency at concurrency 1 (more repetitions in the time)"
+    )
     parser.add_argument("--no-tpm", action="store_true", help="the key's limits without tpm (rpm, max_concurrent)")
-    parser.add_argument("--baseline", metavar="DIR", help="also measure the llmrelay package of this checkout")
+    parser.add_argument(
+        "--baseline", metavar="DIR", action="append", help="also measure the llmrelay package of this checkout (again)"
+    )
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -209,12 +271,14 @@ def main(argv: list[str] | None = None) -> None:
         else:
             table = bench.run_all()
         count = 500 if args.quick else 3000
-        costs = state_costs(bench.redis_port, str(bench.unix_socket), count)
+        if bench.proxy_cpus:  # where a single-worker gateway runs (Redis is on the other CPUs)
+            os.sched_setaffinity(0, bench.proxy_cpus)
+        costs = state_costs(bench.redis_port, str(bench.unix_socket), count, bench.redis.pid)
     finally:
         bench.close()
     costs_header = (
-        f"\n\nThe state alone, in one process (uvloop), {count} sequential requests, medians of 3 runs; the gateway "
-        "calls admit, add_tokens and release once each per request of a key with all three limits:\n\n"
+        f"\n\nThe state alone, in one process (uvloop{', pinned where a single-worker gateway runs' if bench.proxy_cpus else ''}), "
+        f"{count} sequential requests; the gateway calls admit, add_tokens and release once each per request:\n\n"
     )
     header = (
         f"Redis-backed limits ({os.cpu_count()} CPUs{', single-worker gateways pinned to one CPU' if bench.proxy_cpus else ''}; "
@@ -225,6 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+        raw = {target.name: target.results for target in getattr(bench, "targets", [])}
+        Path(args.out).with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")  # every repetition
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-__all__ = ["Monitor", "RedisServer", "free_port", "redis_server_path"]
+__all__ = ["Monitor", "RedisServer", "free_port", "redis_command", "redis_server_path"]
 
 # DEBUG SLEEP stands for a slow Redis in the tests; Redis >= 7 refuses DEBUG unless enabled.
 _DEBUG = ["--enable-debug-command", "local"]
@@ -27,6 +27,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_command(port: int, *words: str) -> bytes:
+    """One raw RESP command on a connection of its own (what another client would do); the raw reply."""
+    payload = f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(payload)
+        return sock.recv(4096)
+
+
 def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
@@ -40,12 +48,13 @@ class RedisServer:
     """``start()`` a redis-server, ``kill()`` it (SIGKILL), ``start()`` it again on the same port, ``pause()`` /
     ``resume()`` it (SIGSTOP / SIGCONT), ``stop()``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         path = redis_server_path()
         if path is None:
             raise RuntimeError("redis-server is not installed (.ci/run installs Debian's redis-server)")
         self.path = path
         self.port = port or free_port()
+        self.args = args  # more redis-server options, e.g. ("--unixsocket", path)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +65,19 @@ class RedisServer:
         if self.process is not None:
             raise RuntimeError("redis-server already running")
         self.process = subprocess.Popen(
-            [self.path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *_DEBUG],
+            [
+                self.path,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *_DEBUG,
+                *self.args,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -123,6 +123,35 @@ def test_gate_wakes_waiters_on_release_and_on_the_pause_timer_and_stops() -> Non
     assert asyncio.run(scenario()) == ["second started"]
 
 
+def test_gate_with_free_slots_still_holds_starts_for_rpm_a_pause_and_a_close() -> None:
+    """A free slot alone does not start a request at once: the rpm bucket, a pause and a closed gate still hold."""
+
+    async def scenario() -> None:
+        gate = Gate(Limits(max_concurrency=8, rpm=6))  # a bucket of 1, refilled every 10 s
+        await gate.acquire()
+        held = asyncio.ensure_future(gate.acquire())
+        await asyncio.sleep(0.05)
+        assert not held.done() and gate.limits.in_flight == 1
+        gate.close()
+        with pytest.raises(Stopped):
+            await held
+        paused = Gate(Limits(max_concurrency=8))
+        ticket = await paused.acquire()
+        paused.release(ticket, Outcome(success=True, retry_after=30.0))
+        waiting = asyncio.ensure_future(paused.acquire())
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and paused.limits.in_flight == 0
+        paused.close()
+        with pytest.raises(Stopped):
+            await waiting
+        closed = Gate(Limits(max_concurrency=8))
+        closed.close()
+        with pytest.raises(Stopped):
+            await closed.acquire()
+
+    asyncio.run(scenario())
+
+
 def test_sorted_hashes_membership_and_repeats() -> None:
     hashes = SortedHashes()
     for value in [5, 3, 9, 3, *range(100, 70000)]:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from redis_server import Monitor, RedisServer
+from redis_server import Monitor, RedisServer, redis_command
 
 pytest.importorskip("redis")
 
 from llmrelay.server.redis_state import RedisState, RedisUnavailable, safe_url
-from llmrelay.server.state import LimitExceeded
+from llmrelay.server.state import LimitExceeded, MemoryState
 
 
 def run(coroutine: Awaitable[Any]) -> Any:
@@ -32,6 +33,12 @@ async def pair(url: str, **options: Any) -> tuple[RedisState, RedisState]:
 async def closing(*states: RedisState) -> None:
     for state in states:
         await state.close()
+
+
+async def applied(*states: RedisState) -> None:
+    """What the states wrote without waiting (releases, tokens) is in Redis: what another connection sees next."""
+    for state in states:
+        await state._pipe.drain()
 
 
 async def limit_of(call: Awaitable[Any]) -> LimitExceeded:
@@ -54,14 +61,6 @@ def answers_ping(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
         except TimeoutError:
             return False
-
-
-def redis_command(port: int, *words: str) -> bytes:
-    """One raw RESP command on its own connection (what another client would do)."""
-    payload = f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(payload)
-        return sock.recv(4096)
 
 
 def test_rpm_is_shared_exactly(redis: RedisServer) -> None:
@@ -95,10 +94,9 @@ def test_rpm_window_slides(redis: RedisServer) -> None:
                 await a.admit("alice", 3, None, None)
             error = await limit_of(b.admit("alice", 3, None, None))
             assert error.limit == "rpm"
-            key = a._key("rpm", "alice")
-            members = await a._redis.zrange(key, 0, -1, withscores=True)
-            oldest = members[0]
-            await a._redis.zadd(key, {oldest[0]: oldest[1] - 61_000})  # the oldest is now 61 s old
+            key = a._key("rpm-log", "alice")
+            oldest = int(await a._redis.lindex(key, 0))
+            await a._redis.lset(key, 0, oldest - 61_000)  # the oldest is now 61 s old
             assert await b.admit("alice", 3, None, None) is None
             error = await limit_of(a.admit("alice", 3, None, None))
             assert error.limit == "rpm"
@@ -116,6 +114,7 @@ def test_tpm_counts_tokens_of_every_replica(redis: RedisServer) -> None:
             await a.add_tokens("alice", 60)
             assert await b.admit("alice", None, 100, None) is None
             await b.add_tokens("alice", 40)
+            await applied(b)
             for state in (a, b):
                 error = await limit_of(state.admit("alice", None, 100, None))
                 assert error.limit == "tpm"
@@ -144,10 +143,12 @@ def test_a_refused_request_counts_nothing(redis: RedisServer) -> None:
             error = await limit_of(b.admit("alice", 2, None, 1))
             assert error.limit == "max_concurrent" and error.retry_after == 1
             await a.release("alice", slot)
+            await applied(a)
             # The refused request took neither an rpm entry nor a slot: one more fits.
             slot = await b.admit("alice", 2, None, 1)
             assert slot is not None
             await b.release("alice", slot)
+            await applied(b)
             assert (await limit_of(a.admit("alice", 2, None, 1))).limit == "rpm"
         finally:
             await closing(a, b)
@@ -165,10 +166,12 @@ def test_max_concurrent_slots_are_shared_and_released(redis: RedisServer) -> Non
             for state in (a, b):
                 assert (await limit_of(state.admit("alice", None, None, 2))).limit == "max_concurrent"
             await a.release("alice", first)
+            await applied(a)
             third = await b.admit("alice", None, None, 2)
             assert third is not None
             await b.release("alice", second)
             await b.release("alice", third)
+            await applied(b)
             assert await a._redis.zcard(a._key("slots", "alice")) == 0
         finally:
             await closing(a, b)
@@ -403,6 +406,7 @@ def test_tokens_of_a_request_holding_a_slot_are_counted_with_its_release(redis: 
             await a.add_tokens("alice", 70)
             await a.add_tokens("alice", 30)
             await a.release("alice", slot)  # one round trip: the slot back, 100 tokens counted
+            await applied(a)
             assert int(await a._redis.get(a._key("tpm-sum", "alice"))) == 100
             assert await a._redis.zcard(a._key("slots", "alice")) == 0
             assert (await limit_of(b.admit("alice", None, 100, 4))).limit == "tpm"
@@ -479,5 +483,161 @@ def test_a_release_is_written_without_waiting_and_applied_before_the_next_admit(
             assert await b._redis.zcard(b._key("slots", "alice")) == 0
         finally:
             await closing(b)
+
+    run(main())
+
+
+async def age_requests(state: RedisState, key: str, seconds: int) -> None:
+    """Every entry of ``key``'s rpm log made ``seconds`` older (what that much time passing does to it)."""
+    log = state._key("rpm-log", key)
+    entries = await state._redis.lrange(log, 0, -1)
+    if entries:
+        async with state._redis.pipeline(transaction=True) as multi:
+            multi.delete(log).rpush(log, *(int(at) - seconds * 1000 for at in entries)).pexpire(log, 61_000)
+            await multi.execute()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rpm_and_slots_decide_as_the_in_memory_sliding_window(redis: RedisServer, seed: int) -> None:
+    """Two replicas admitting, releasing, time passing, the limits changed (a reload): every verdict of Redis is
+    the one of MemoryState — the exact sliding window, never more than rpm in any 60 s — with the same
+    Retry-After (Redis's clock runs on during the test: up to a second less). Time passes in steps of 7 s, so no
+    entry is within a second of the window's edge."""
+    rng = random.Random(seed)
+    now = [1000.0]
+    model = MemoryState(clock=lambda: now[0])
+
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        held: list[tuple[RedisState, str, str]] = []  # (replica, its slot, the model's slot)
+        rpm, mc = 4, 3
+        try:
+            for _ in range(150):
+                step = rng.random()
+                if step < 0.15:
+                    seconds = 7 * rng.randint(1, 4)
+                    now[0] += seconds
+                    await age_requests(a, "k", seconds)
+                    continue
+                if step < 0.2:
+                    rpm, mc = rng.randint(1, 6), rng.randint(1, 4)
+                    continue
+                if step < 0.4 and held:
+                    state, slot, model_slot = held.pop(rng.randrange(len(held)))
+                    await state.release("k", slot)
+                    await applied(state)
+                    await model.release("k", model_slot)
+                    continue
+                state = a if step < 0.7 else b
+                try:
+                    expected = await model.admit("k", rpm, None, mc)
+                except LimitExceeded as refused:
+                    error = await limit_of(state.admit("k", rpm, None, mc))
+                    assert error.limit == refused.limit
+                    assert refused.retry_after - 1 <= error.retry_after <= refused.retry_after
+                    continue
+                slot = await state.admit("k", rpm, None, mc)
+                assert slot is not None and expected is not None
+                held.append((state, slot, expected))
+        finally:
+            await closing(a, b)
+
+    run(main())
+
+
+def test_the_rpm_log_holds_at_most_rpm_entries_and_sheds_those_that_left_the_window(redis: RedisServer) -> None:
+    async def main() -> None:
+        a = RedisState(redis.url)
+        await a.connect()
+        log = a._key("rpm-log", "k")
+        try:
+            for _ in range(8):
+                await a.admit("small", 5, None, None)
+                await age_requests(a, "small", 61)
+            assert await a._redis.llen(a._key("rpm-log", "small")) == 5  # the 5 most recent, whatever their age
+            for _ in range(70):
+                await a.admit("k", 10**9, None, None)
+            await age_requests(a, "k", 61)  # all 70 left the window
+            for _ in range(57):
+                await a.admit("k", 10**9, None, None)
+            assert await a._redis.llen(log) == 127
+            await a.admit("k", 10**9, None, None)  # the 128th: the 64 oldest have left, they go
+            assert await a._redis.llen(log) == 64
+            for _ in range(64):
+                await a.admit("k", 10**9, None, None)
+            entries = [int(at) for at in await a._redis.lrange(log, 0, -1)]
+            assert len(entries) == 122  # the other 6 old ones went at the next 64th
+            assert max(entries) - min(entries) < 60_000
+            assert 60_000 < await a._redis.pttl(log) <= 61_000
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_a_request_refused_for_tpm_or_a_slot_is_not_counted_in_rpm(redis: RedisServer) -> None:
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            assert await a.admit("alice", 2, 100, None) is None
+            await a.add_tokens("alice", 100)
+            await applied(a)
+            assert (await limit_of(b.admit("alice", 2, 100, None))).limit == "tpm"
+            assert await a._redis.llen(a._key("rpm-log", "alice")) == 1
+            slot = await a.admit("bob", 2, None, 1)
+            assert slot is not None
+            assert (await limit_of(b.admit("bob", 2, None, 1))).limit == "max_concurrent"
+            assert await a._redis.llen(a._key("rpm-log", "bob")) == 1
+            await a.release("bob", slot)
+            await applied(a)
+            assert await b.admit("bob", 2, None, 1) is not None  # the second of rpm = 2
+        finally:
+            await closing(a, b)
+
+    run(main())
+
+
+def test_a_renewal_drops_the_slots_whose_lease_ended(redis: RedisServer) -> None:
+    """Slots of a dead replica stop counting when their lease ends, and the next renewal of any replica holding a
+    slot of the key removes them."""
+
+    async def main() -> None:
+        a = RedisState(redis.url)
+        await a.connect()
+        try:
+            slots = a._key("slots", "alice")
+            now = await redis_now_ms(a)
+            await a._redis.zadd(slots, {"dead.1": now - 5, "dead.2": now - 1})  # leases that ended
+            slot = await a.admit("alice", None, None, 1)  # the dead ones do not count
+            assert slot is not None
+            await a._renew_slots()
+            assert await a._redis.zrange(slots, 0, -1) == [slot.removeprefix("r:").encode()]
+            await a.release("alice", slot)
+        finally:
+            await a.close()
+
+    run(main())
+
+
+def test_a_slot_taken_for_a_caller_that_left_during_the_admit_goes_back(redis: RedisServer) -> None:
+    """The caller disconnects while Redis decides (the request's task is cancelled): Redis took the slot, and this
+    process gives it back at once instead of leaving it to count until its lease ends."""
+
+    async def main() -> None:
+        a, b = await pair(redis.url)
+        try:
+            admit = asyncio.ensure_future(a.admit("alice", None, None, 1))
+            await asyncio.sleep(0)  # written
+            admit.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await admit
+            await applied(a)
+            assert await a._redis.zcard(a._key("slots", "alice")) == 0
+            assert not a._held
+            slot = await b.admit("alice", None, None, 1)  # the one slot is free
+            assert slot is not None
+            await b.release("alice", slot)
+        finally:
+            await closing(a, b)
 
     run(main())

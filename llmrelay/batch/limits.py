@@ -67,6 +67,7 @@ class Limits:
         self.bucket = self.burst
         self.refilled_at: float | None = None
         self.tpm = tpm
+        self.timed = bool(rpm or tpm)  # a limit that depends on the time besides the pause
         self.tokens: deque[tuple[float, int]] = deque()
         self.token_total = 0
         self.max_seen = 0  # the most requests ever in flight at once
@@ -154,6 +155,8 @@ class Gate:
         """Wait until a request may start, count it as started and return its ticket; :class:`Stopped` once the
         gate is closed."""
         limits = self.limits
+        if limits.in_flight < limits.concurrency and not (self.closed or limits.timed or limits.pause_until):
+            return limits.start(0.0)  # a free slot and no limit in time (no rpm / tpm, no pause yet): no clock read
         while True:
             if self.closed:
                 raise Stopped
@@ -174,7 +177,8 @@ class Gate:
 
     def release(self, ticket: int, outcome: Outcome) -> None:
         self.limits.finish(ticket, outcome, self.clock())
-        self._wake_slots()
+        if self._queue:
+            self._wake_slots()
 
     def abandon(self) -> None:
         self.limits.abandon()

@@ -54,7 +54,8 @@ class Done:
         return done
 
 
-# Ids: a random prefix per process and a counter (unique across runs and Ray actors, one syscall per process).
+# Ids: a random prefix per process and a counter (unique across runs and Ray actors, one syscall per process). A
+# line's record id is its request id with "batch_" in front: one counter step per line.
 _PREFIX = os.urandom(8).hex()
 _NUMBERS = itertools.count(1)
 
@@ -63,13 +64,14 @@ def new_id(kind: str) -> str:
     return f"{kind}{_PREFIX}{next(_NUMBERS):08x}"
 
 
-def _record(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> bytes:
-    record = {"id": new_id("batch_req_"), "custom_id": custom_id, "response": response, "error": error}
+def _record(custom_id: str, request_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> bytes:
+    record = {"id": "batch_" + request_id, "custom_id": custom_id, "response": response, "error": error}
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def success_record(custom_id: str, request_id: str, body: dict[str, Any], status: int = 200) -> bytes:
-    return _record(custom_id, {"status_code": status, "request_id": request_id, "body": body}, None)
+    """The record of an answer; ``request_id``: the line's own (``req_…``), whose record id is ``batch_req_…``."""
+    return _record(custom_id, request_id, {"status_code": status, "request_id": request_id, "body": body}, None)
 
 
 def failure_record(custom_id: str, request_id: str, error: BaseException) -> bytes:
@@ -78,13 +80,13 @@ def failure_record(custom_id: str, request_id: str, error: BaseException) -> byt
     if isinstance(error, RelayError) and (error.status is not None or isinstance(error, BadRequestError)):
         response = {"status_code": http_status(error), "request_id": error.request_id or request_id}
         response["body"] = error.to_dict()
-        return _record(custom_id, response, None)
+        return _record(custom_id, request_id, response, None)
     if isinstance(error, (ValueError, TypeError)) and not isinstance(error, RelayError):
         body = {"error": {"message": str(error), "type": "invalid_request_error", "param": None}}
         body["error"]["code"] = "invalid_request"
-        return _record(custom_id, {"status_code": 400, "request_id": request_id, "body": body}, None)
+        return _record(custom_id, request_id, {"status_code": 400, "request_id": request_id, "body": body}, None)
     message = str(error) or type(error).__name__
-    return _record(custom_id, None, {"code": error_code(error), "message": message})
+    return _record(custom_id, request_id, None, {"code": error_code(error), "message": message})
 
 
 def _outcome(error: BaseException) -> Outcome:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ..client.convert import chat_call_from_json, completion_dict, provider_options
+from ..client.convert import chat_call_from_json, completion_from_events, provider_options
 from ..client.router import complete_events
 from ..errors import InvalidRequestError
 from ..responses import Answer
@@ -152,10 +152,14 @@ async def _ask(
 
 
 async def _call_chat(router: Router, body: dict[str, Any], headers: dict[str, str]) -> Result:
-    # The body was checked with chat_call_from_json before the run: only its conversion is needed here.
-    params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
-    answer, model = await _ask(router, body["model"], body["messages"], provider_options(params, False), headers)
-    data = completion_dict(answer, model)
+    # The body was checked with chat_call_from_json before the run: only its conversion is needed here. The call
+    # is _ask's, written out: no Answer is built for the common answer (the chat.completion comes from the events).
+    cls, model = router.resolve(body["model"])
+    options = {**router.options(cls), "headers": headers}
+    if len(body) > 2:  # more than model and messages
+        params = {name: value for name, value in body.items() if name not in _NOT_PARAMETERS}
+        options = {**provider_options(params, False), **options}
+    data = completion_from_events(await complete_events(cls, model, body["messages"], options), model)
     return data, data.get("usage")
 
 

@@ -163,10 +163,11 @@ class Appender:
         self._thread.start()
 
     def write(self, line: bytes) -> None:
-        view = memoryview(line)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        written = os.write(self.fd, line)
+        if written < len(line):  # a short write (a full disk, a signal): the rest follows
+            view = memoryview(line)[written:]
+            while view:
+                view = view[os.write(self.fd, view) :]
         self._dirty = True
 
     def _sync_loop(self) -> None:

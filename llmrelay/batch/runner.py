@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .inputs import Checked, InputError, Line, check_input, iter_lines, parse_line
+import orjson
+
+from .inputs import Checked, InputError, Line, check_input, parse_line
 from .limits import Gate, Limits
 from .lines import Done, run_line
 from .operations import OPERATIONS, Router, check_body
@@ -116,16 +118,43 @@ def check(settings: Settings, router: Router) -> Checked:
 
 def pending_lines(settings: Settings, previous: Previous, stats: Stats) -> Iterator[Line]:
     """The lines still to send, streamed from the (already checked) input; done ones are counted as skipped."""
-    for number, raw in iter_lines(settings.input):
-        line = parse_line(number, raw, _checked_before)
-        if isinstance(line, str):  # the file changed since it was checked
-            raise InputError([f"{settings.label}:{number}: {line}"])
-        status = previous.status_of(line.custom_id)
-        if status is not None:
-            stats.skipped += 1
-            stats.skipped_failed += not status
-            continue
-        yield line
+    resuming = bool(previous.succeeded or previous.failed)
+    with open(settings.input, "rb") as file:  # iter_lines, written out (one generator less per line)
+        for number, raw in enumerate(file, 1):
+            if not raw.strip():
+                continue
+            line = _read_checked(number, raw)
+            if isinstance(line, str):  # the file changed since it was checked
+                raise InputError([f"{settings.label}:{number}: {line}"])
+            if resuming:
+                status = previous.status_of(line.custom_id)
+                if status is not None:
+                    stats.skipped += 1
+                    stats.skipped_failed += not status
+                    continue
+            yield line
+
+
+def _read_checked(number: int, raw: bytes) -> Line | str:
+    """A line of the checked input again: the common line, whose four fields hold what the check let through, is
+    taken as it is; anything else goes through :func:`parse_line` (which names what changed)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if type(data) is dict and len(data) == 4:
+        custom_id, url, body = data.get("custom_id"), data.get("url"), data.get("body")
+        if (
+            type(custom_id) is str
+            and custom_id
+            and type(url) is str
+            and url in OPERATIONS
+            and type(body) is dict
+            and data.get("method") == "POST"
+            and body.get("stream") is not True
+        ):
+            return Line(number, custom_id, url, body, raw)
+    return parse_line(number, raw, _checked_before)
 
 
 def _checked_before(url: str, body: dict[str, Any]) -> str | None:

@@ -5,7 +5,8 @@
   keywords of ``OpenaiTemplate.create_async_generator`` (the client's and the
   gateway's path alike).
 * Whole answers: :func:`message_dict` and :func:`completion_dict` give the
-  ``chat.completion`` JSON of an :class:`~llmrelay.responses.Answer`.
+  ``chat.completion`` JSON of an :class:`~llmrelay.responses.Answer` (:func:`completion_from_events`: of a
+  non-streamed answer's events).
 * Streams: a :class:`StreamShape` gives the delta each event adds and the
   ``chat.completion.chunk`` JSON around it, with one ``id``, ``created`` and
   ``model`` for the whole answer.
@@ -21,7 +22,9 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..responses import (
+    Answer,
     AudioResponse,
+    FinishReason,
     ImageResponse,
     ProviderInfo,
     Reasoning,
@@ -37,6 +40,7 @@ __all__ = [
     "chat_call_from_json",
     "chunk_dict",
     "completion_dict",
+    "completion_from_events",
     "message_dict",
     "model_choosing_fields",
     "new_id",
@@ -270,18 +274,50 @@ def answer_identity(info: ProviderInfo | None, model: str) -> tuple[str, int, st
 
 def completion_dict(answer: Any, model: str) -> dict[str, Any]:
     """The OpenAI ``chat.completion`` JSON of an :class:`~llmrelay.responses.Answer`."""
-    response_id, created, model = answer_identity(answer.info, model)
+    return _completion(answer.info, model, message_dict(answer), answer.finish_reason, answer.usage)
+
+
+def completion_from_events(events: list[Any], model: str) -> dict[str, Any]:
+    """``completion_dict`` of the :class:`~llmrelay.responses.Answer` folded from ``events`` (a non-streamed
+    answer's events, e.g. ``complete_events``'s). The common answer — provider info, text, usage, a finish reason —
+    is read without building the ``Answer``; any other event folds the whole list into one."""
+    info: ProviderInfo | None = None
+    usage: Usage | None = None
+    reason: str | None = None
+    text: list[str] = []
+    for item in events:
+        kind = type(item)
+        if kind is str:
+            text.append(item)
+        elif kind is ProviderInfo:
+            if info is None:
+                info = item
+        elif kind is Usage:
+            usage = item
+        elif kind is FinishReason:
+            reason = item.reason
+        else:
+            answer = Answer()
+            for event in events:
+                answer.add(event)
+            return completion_dict(answer, model)
+    message = {"role": "assistant", "content": "".join(text), "refusal": None}
+    return _completion(info, model, message, finish_reason(reason, False), usage)
+
+
+def _completion(
+    info: ProviderInfo | None, model: str, message: dict[str, Any], finish: str, usage: Usage | None
+) -> dict[str, Any]:
+    response_id, created, model = answer_identity(info, model)
     data: dict[str, Any] = {
         "id": response_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {"index": 0, "message": message_dict(answer), "logprobs": None, "finish_reason": answer.finish_reason}
-        ],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
     }
-    if answer.usage is not None:
-        data["usage"] = answer.usage.to_dict()
+    if usage is not None:
+        data["usage"] = usage.to_dict()
     return data
 
 

@@ -3,7 +3,7 @@
 Same interface and algorithm as :class:`~llmrelay.server.state.MemoryState` (exact 60 s sliding windows),
 kept in Redis so every replica pointing at the same Redis counts together:
 
-* ``rpm``: a sorted set per key of admitted requests scored by the time they were admitted;
+* ``rpm``: a list per key of the times requests were admitted, oldest first, at most rpm long (see ``_ADMIT``);
 * ``tpm``: a sorted set per key of ``id:tokens`` entries plus a running sum (entries leaving the window are
   subtracted as they are trimmed, so a check never adds up the whole window);
 * ``max_concurrent``: a sorted set per key of slot ids scored by their expiry. The replica holding a slot
@@ -52,7 +52,7 @@ try:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, RedisError
 
-    from .redis_pipe import Pipe
+    from .redis_pipe import Pipe, bulk, pack
 except ImportError:  # the optional extra is not installed: RedisState says so when it is built
     aioredis = None  # type: ignore[assignment]
 
@@ -104,41 +104,63 @@ local function add_tokens(zkey, sumkey, member, tokens, window)
 end
 """
 
-# KEYS: rpm zset, tpm zset, tpm sum, slots zset. ARGV: rpm, tpm, max_concurrent (0 = none), member id,
-# slot ttl ms, window ms. Returns {0, 0} when admitted, else {limit number, ms until it lets one more in}.
+# KEYS: rpm log, tpm zset, tpm sum, slots zset. ARGV: rpm, tpm, max_concurrent (0 = none), slot lease ms, window
+# ms, slot id. Returns {0, 0} when admitted, else {limit number, ms until it lets one more in}; a refused request
+# leaves everything as it was.
+#
+# The rpm log is a list of the times requests were admitted, oldest first, kept to at most rpm entries. A request
+# is admitted when fewer than rpm were admitted in the window before it: when the log holds fewer than rpm
+# entries, or when the rpm-th most recent one has left the window (then so have all older ones). That is exact,
+# whatever else is trimmed: entries are only ever dropped from the old end, and only when more than rpm are kept
+# or when they have left the window. Every 64th entry also drops those that left the window (a log under its rpm
+# would otherwise keep them until the key expires). A request is counted first (RPUSH returns the length) and
+# taken back (RPOP) when a check refuses it: the script is atomic, no other command sees it in between.
+# Slots: a sorted set of slot ids scored by their lease's end; only leases that have not ended count.
 _ADMIT = (
     _LUA_COMMON
     + """
-local now = now_ms()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, mc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local id, lease, window = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local lease, window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cutoff = now - window
+local function refuse(limit, ms)
+  if rpm > 0 then redis.call('RPOP', KEYS[1]) end
+  return {limit, ms}
+end
 if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-  local n = redis.call('ZCARD', KEYS[1])
-  if n >= rpm then
-    local entry = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
-    return {1, tonumber(entry[2]) + window - now}
+  local n = redis.call('RPUSH', KEYS[1], now)
+  if n > rpm then
+    local oldest = tonumber(redis.call('LINDEX', KEYS[1], -rpm - 1))
+    if oldest > cutoff then return refuse(1, oldest + window - now) end
+    redis.call('LTRIM', KEYS[1], -rpm, -1)
+  elseif n % 64 == 0 then
+    local gone = 0
+    for _, at in ipairs(redis.call('LRANGE', KEYS[1], 0, 63)) do
+      if tonumber(at) > cutoff then break end
+      gone = gone + 1
+    end
+    if gone > 0 then redis.call('LTRIM', KEYS[1], gone, -1) end
   end
 end
 if tpm > 0 then
-  local used = trim_tokens(KEYS[2], KEYS[3], now - window, window + 1000)
+  local used = trim_tokens(KEYS[2], KEYS[3], cutoff, window + 1000)
   if used >= tpm then
     local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    if #oldest > 0 then return {2, tonumber(oldest[2]) + window - now} end
+    if #oldest > 0 then return refuse(2, tonumber(oldest[2]) + window - now) end
   end
 end
 if mc > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  if redis.call('ZCARD', KEYS[4]) >= mc then return {3, 1000} end
-end
-if rpm > 0 then
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('PEXPIRE', KEYS[1], window + 1000)
-end
-if mc > 0 then
-  redis.call('ZADD', KEYS[4], now + lease, id)
+  redis.call('ZADD', KEYS[4], now + lease, ARGV[6])
+  if redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf') > mc then
+    redis.call('ZREM', KEYS[4], ARGV[6])
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+    return refuse(3, 1000)
+  end
+  if now % 64 == 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) end
   redis.call('PEXPIRE', KEYS[4], lease + 1000)
 end
+if rpm > 0 then redis.call('PEXPIRE', KEYS[1], window + 1000) end
 return {0, 0}
 """
 )
@@ -164,12 +186,14 @@ return 0
 )
 
 # KEYS: the slots zsets of the keys this replica holds slots of. ARGV[1]: slot ttl ms; ARGV[1 + i]: the
-# space-separated slot ids held in KEYS[i]. Re-adds them (also after Redis lost them) with a fresh expiry.
+# space-separated slot ids held in KEYS[i]. Re-adds them (also after Redis lost them) with a fresh expiry, and
+# drops the slots whose lease ended (a dead replica's).
 _RENEW = (
     _LUA_COMMON
     + """
 local now, lease = now_ms(), tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   for id in string.gmatch(ARGV[i + 1], '%S+') do redis.call('ZADD', key, now + lease, id) end
   redis.call('PEXPIRE', key, lease + 1000)
 end
@@ -290,13 +314,15 @@ class RedisState:
         except ValueError as error:
             raise RedisUnavailable(f"redis_url {self.url!r} is not a Redis URL: {error}") from None
         self._redis = aioredis.Redis(connection_pool=pool)
-        self._pipe = Pipe(pool)  # admit, release and tpm accounting: one connection, pipelined
+        self._pipe = Pipe(pool, timeout_s)  # admit, release and tpm accounting: one connection, pipelined
         self._admit = self._redis.register_script(_ADMIT)
         self._add_tokens = self._redis.register_script(_ADD_TOKENS)
         self._release_with_tokens = self._redis.register_script(_RELEASE_WITH_TOKENS)
         self._renew = self._redis.register_script(_RENEW)
         self._failed = self._redis.register_script(_FAILED)
         self._cooling = self._redis.register_script(_COOLING)
+        self._admit_heads: dict[tuple[str, tuple[int, int, int]], bytes] = {}  # packed once per key and limits
+        self._release_heads: dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid()}.{secrets.token_hex(4)}."
         self._held: dict[str, set[str]] = {}  # gateway key name -> Redis slot ids this process holds
@@ -417,8 +443,11 @@ class RedisState:
             self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def _renew_loop(self) -> None:
-        while self._held and not self._closed:
+        # Ends when it wakes to find no slot held (not as soon as none is: short requests would start one per admit).
+        while not self._closed:
             await asyncio.sleep(self.slot_ttl_ms / 3000)
+            if not self._held:
+                return
             if self._down:
                 continue
             try:
@@ -434,19 +463,19 @@ class RedisState:
 
     # ----------------------------------------------------------------------- key limits
 
-    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """A Lua script through the pipe, waiting for its answer (loaded again if Redis lost it: restart, flush)."""
-        try:
-            return await self._pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await script(keys=keys, args=args)
-
     async def _post(
-        self, key: str, tokens: int, script: Any | None, keys: list[str], args: list[Any], again: bool = True
+        self,
+        key: str,
+        tokens: int,
+        command: bytes,
+        script: Any | None = None,
+        keys: tuple[str, ...] = (),
+        args: tuple[Any, ...] = (),
+        again: bool = True,
     ) -> None:
-        """``script`` (None: ZREM) written without waiting for its answer. Sent again once on a connection error
-        (as every call); if it fails, the failure is counted as any other (fallback to memory) and ``tokens`` of
-        ``key`` are counted in this process instead."""
+        """``command`` (``script`` called with ``keys`` and ``args``, or a plain command) queued without waiting for
+        its answer. Sent again once on a connection error (as every call); if it fails, the failure is counted as any
+        other (fallback to memory) and ``tokens`` of ``key`` are counted in this process instead."""
 
         async def local() -> None:
             if tokens:
@@ -454,7 +483,7 @@ class RedisState:
 
         def failed(error: BaseException) -> None:
             if again and isinstance(error, RedisConnectionError) and not self._down:
-                self._spawn(self._post(key, tokens, script, keys, args, again=False))
+                self._spawn(self._post(key, tokens, command, script, keys, args, again=False))
                 return
             if isinstance(error, NoScriptError) and script is not None:
                 self._spawn(self._call(lambda: script(keys=keys, args=args), local))  # loads it, sends again
@@ -462,34 +491,53 @@ class RedisState:
             self._lost(error)
             self._spawn(local())
 
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args) if script is not None else ("ZREM", *keys, *args)
         try:
-            await self._pipe.post(failed, *command)
+            await self._pipe.post(failed, command)
         except (RedisError, OSError, asyncio.TimeoutError) as error:  # could not even connect
             failed(error)
+
+    def _limit_keys(self, key: str) -> tuple[str, str, str, str]:
+        return self._key("rpm-log", key), self._key("tpm", key), self._key("tpm-sum", key), self._key("slots", key)
+
+    def _admit_head(self, key: str, limits: tuple[int, int, int]) -> bytes:
+        """The admit command of a key and its limits, all but the slot id (packed once: limits come from the
+        configuration, so there are as many as keys, or a few more after reloads)."""
+        head = self._admit_heads.get((key, limits))
+        if head is None:
+            if len(self._admit_heads) >= 1024:
+                self._admit_heads.clear()
+            args = (*self._limit_keys(key), *limits, self.slot_ttl_ms, WINDOW_MS)
+            head = self._admit_heads[key, limits] = pack(("EVALSHA", self._admit.sha, 4, *args), more=1)
+        return head
 
     async def admit(self, key: str, rpm: int | None, tpm: int | None, max_concurrent: int | None) -> str | None:
         if rpm is None and tpm is None and max_concurrent is None:
             return None
-
-        async def shared() -> str | None:
+        if not self._down:
             member = self._new_id()
-            keys = [self._key("rpm", key), self._key("tpm", key), self._key("tpm-sum", key), self._key("slots", key)]
-            args: list[int | str] = [_limit(rpm), _limit(tpm), _limit(max_concurrent), member, self.slot_ttl_ms]
-            verdict, wait_ms = await self._script(self._admit, keys, [*args, WINDOW_MS])
-            if verdict:  # not a Redis failure: _call passes it on
-                raise LimitExceeded(_LIMITS[int(verdict)], _wait(int(wait_ms) / 1000))
-            if max_concurrent is None:
-                return None
-            self._held.setdefault(key, set()).add(member)
-            self._ensure_renewer()
-            return "r:" + member
-
-        async def local() -> str | None:
-            slot = await self.inner.admit(key, rpm, tpm, max_concurrent)
-            return None if slot is None else "m:" + slot
-
-        return await self._call(shared, local)
+            limits = (_limit(rpm), _limit(tpm), _limit(max_concurrent))
+            try:
+                try:
+                    verdict, wait_ms = await self._pipe.call(self._admit_head(key, limits) + bulk(member))
+                except asyncio.CancelledError:  # the caller left while Redis was deciding: a slot taken goes back
+                    if max_concurrent is not None:
+                        await self._post(key, 0, pack(("ZREM", self._key("slots", key), member)))
+                    raise
+                except NoScriptError:  # Redis lost it (restart, flush): loaded again and run
+                    args = (*limits, self.slot_ttl_ms, WINDOW_MS, member)
+                    verdict, wait_ms = await self._admit(keys=self._limit_keys(key), args=args)
+            except (RedisError, OSError, asyncio.TimeoutError) as error:
+                self._lost(error)
+            else:
+                if verdict:
+                    raise LimitExceeded(_LIMITS[int(verdict)], _wait(int(wait_ms) / 1000))
+                if max_concurrent is None:
+                    return None
+                self._held.setdefault(key, set()).add(member)
+                self._ensure_renewer()
+                return "r:" + member
+        slot = await self.inner.admit(key, rpm, tpm, max_concurrent)
+        return None if slot is None else "m:" + slot
 
     async def release(self, key: str, slot: str) -> None:
         """Gives the slot back (with the tokens counted for ``key`` since) without waiting for Redis's answer."""
@@ -510,10 +558,17 @@ class RedisState:
                 await self.inner.add_tokens(key, tokens)
             return
         if tokens:
-            keys = [self._key("slots", key), self._key("tpm", key), self._key("tpm-sum", key)]
-            await self._post(key, tokens, self._release_with_tokens, keys, [slot_id, self._new_id(), tokens, WINDOW_MS])
+            keys = (self._key("slots", key), self._key("tpm", key), self._key("tpm-sum", key))
+            args = (slot_id, self._new_id(), tokens, WINDOW_MS)
+            script = self._release_with_tokens
+            await self._post(key, tokens, pack(("EVALSHA", script.sha, 3, *keys, *args)), script, keys, args)
         else:
-            await self._post(key, 0, None, [self._key("slots", key)], [slot_id])
+            head = self._release_heads.get(key)
+            if head is None:
+                if len(self._release_heads) >= 1024:
+                    self._release_heads.clear()
+                head = self._release_heads[key] = pack(("ZREM", self._key("slots", key)), more=1)
+            await self._post(key, 0, head + bulk(slot_id))
 
     async def add_tokens(self, key: str, tokens: int) -> None:
         if tokens <= 0:
@@ -529,8 +584,10 @@ class RedisState:
         if self._down:
             await self.inner.add_tokens(key, tokens)
             return
-        keys = [self._key("tpm", key), self._key("tpm-sum", key)]
-        await self._post(key, tokens, self._add_tokens, keys, [self._new_id(), tokens, WINDOW_MS])
+        keys = (self._key("tpm", key), self._key("tpm-sum", key))
+        args = (self._new_id(), tokens, WINDOW_MS)
+        script = self._add_tokens
+        await self._post(key, tokens, pack(("EVALSHA", script.sha, 2, *keys, *args)), script, keys, args)
 
     # ------------------------------------------------------------------------- cooldowns
 

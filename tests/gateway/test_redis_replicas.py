@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from redis_server import Monitor, RedisServer
+from redis_server import Monitor, RedisServer, redis_command
 from scripted_server import RecordedRequest, Reply, ScriptedServer, chunk, completion, json_reply, sse, usage
 
 pytest.importorskip("redis")
@@ -60,6 +60,14 @@ def fresh_session() -> aiohttp.ClientSession:
 def slow_stream(seconds: float) -> Reply:
     writes: list[bytes | float] = [sse(chunk("one")), seconds, sse(chunk("two"), chunk(finish_reason="stop"), "[DONE]")]
     return Reply(headers={"Content-Type": "text/event-stream"}, writes=writes)
+
+
+async def released(redis: RedisServer, key: str) -> None:
+    """Until no slot of gateway key ``key`` is held in Redis (the releases, written without waiting, applied)."""
+    deadline = time.monotonic() + 10
+    while redis_command(redis.port, "ZCARD", f"llmrelay:slots:{{{key}}}") != b":0\r\n":
+        assert time.monotonic() < deadline, f"a slot of {key} was never released"
+        await asyncio.sleep(0.02)
 
 
 LIMITS = key_entry("alice", rpm=5) + key_entry("bob", tpm=10) + key_entry("carol", max_concurrent=2)
@@ -102,7 +110,9 @@ def test_two_replicas_share_rpm_tpm_and_concurrency(server: ScriptedServer, spaw
                 assert status == 429 and "max_concurrent" in json.loads(body)["error"]["message"]
             for status, _, body in await asyncio.gather(*streams):
                 assert status == 200 and body.endswith(b"data: [DONE]\n\n")
-            # Released when they finished: the next one is served.
+            # Released when they finished (written without waiting, right after the streams' ends): the next one is
+            # served.
+            await released(redis, "carol")
             status, _, _ = await post(session, b.url, "carol")
             assert status == 200
 
@@ -314,7 +324,9 @@ def test_slots_of_a_killed_replica_come_back(server: ScriptedServer, spawn_gatew
 
 def test_one_round_trip_per_request(server: ScriptedServer, spawn_gateway, redis: RedisServer) -> None:
     """A key with rpm, tpm and max_concurrent: per request, Redis receives one admit (waited for) and one release
-    carrying the request's tokens (written without waiting), on one connection; nothing else (MONITOR feed)."""
+    carrying the request's tokens (written without waiting), on one connection; nothing else (MONITOR feed). A
+    release is written after the response, so it may reach Redis after the next request's admit: counted, not
+    ordered."""
     toml = key_entry("dave", rpm=100_000, tpm=10_000_000, max_concurrent=100)
     env = {"LLMRELAY_REDIS_URL": redis.url, "LLMRELAY_REDIS_SLOT_TTL_S": "600"}  # no slot renewal meanwhile
     gateway = spawn_gateway(toml, env=env)
@@ -329,14 +341,17 @@ def test_one_round_trip_per_request(server: ScriptedServer, spawn_gateway, redis
     async def main() -> list[tuple[str, str]]:
         async with aiohttp.ClientSession() as session:
             assert (await post(session, gateway.url, "dave"))[0] == 200  # warm-up: connections, scripts
+            await released(redis, "dave")
             with Monitor(redis.port) as monitor:
                 for stream in (False, True) * 5:
                     status, _, body = await post(session, gateway.url, "dave", stream=stream)
                     assert status == 200 and b"ok" in body
-                await asyncio.sleep(0.2)  # the last release's answer
+                await released(redis, "dave")
+                await asyncio.sleep(0.2)  # the answer to the last release: nothing more is sent
                 return monitor.commands()
 
     sent = asyncio.run(main())
-    # Non-streamed (usage 12 tokens): admit, release with the tokens; streamed (no usage): admit, release.
-    assert [command for _, command in sent] == ["EVALSHA", "EVALSHA", "EVALSHA", "ZREM"] * 5
-    assert len({client for client, _ in sent}) == 1
+    commands = [command for _, command in sent if command != "ZCARD"]
+    # Non-streamed (usage 12 tokens): admit, release with the tokens (scripts); streamed (no usage): admit, ZREM.
+    assert sorted(commands) == ["EVALSHA"] * 15 + ["ZREM"] * 5
+    assert len({client for client, command in sent if command != "ZCARD"}) == 1
