@@ -153,7 +153,11 @@ async def open_events(
     """Start an answer (streamed unless ``stream=False``) and advance it to its first real event (so that a failure
     before output can move on to another attempt); the caller owns the returned stream and must read it to the end
     or ``aclose()`` it."""
-    generator = provider.create_async_generator(model, messages, stream=stream, **options)
+    start = getattr(provider, "stream_async", None)
+    if start is not None:  # sends at once (errors before output are raised here), no wrapping generator per event
+        generator = await start(model, messages, stream=stream, **options)
+    else:
+        generator = provider.create_async_generator(model, messages, stream=stream, **options)
     info: Any = None
     try:
         async for item in generator:

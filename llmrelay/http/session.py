@@ -49,10 +49,12 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "TRANSPORT_ERRORS",
     "Response",
+    "check_request",
     "close_sessions",
     "env_proxy",
     "get_session",
     "open_response",
+    "send_checked",
     "stream_error",
 ]
 
@@ -199,6 +201,19 @@ async def open_response(
     the default; ``inf``: no limit). Bad arguments raise ``TypeError``/``ValueError`` before anything
     is sent. The caller must ``await response.release()`` when done with it.
     """
+    secrets, idle, total = check_request(url, headers, secrets, timeout, total_timeout)
+    return await send_checked(method, url, headers, body, proxy, ssl, idle, total, impersonate, provider, secrets)
+
+
+def check_request(
+    url: str,
+    headers: Mapping[str, str],
+    secrets: Iterable[str | None],
+    timeout: float | None,
+    total_timeout: float | None,
+) -> tuple[tuple[str | None, ...], float | None, float | None]:
+    """The checks :func:`open_response` runs before sending: (the secrets as a tuple, the idle and total limits in
+    seconds, ``None`` for none); ``TypeError``/``ValueError`` with no secret in it for a bad argument."""
     secrets = check_secrets(secrets)
     idle = check_timeout("timeout", timeout)
     total = check_timeout("total_timeout", total_timeout)
@@ -214,6 +229,24 @@ async def open_response(
             failure = type(error)(redact(f"cannot send the request to {_host(url)}: {error}", secrets))
     if failure is not None:
         raise failure  # outside the except block: nothing unredacted is chained
+    return secrets, idle, total
+
+
+async def send_checked(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    proxy: str | None,
+    ssl: Any,
+    idle: float | None,
+    total: float | None,
+    impersonate: str | None,
+    provider: str | None,
+    secrets: tuple[str | None, ...],
+) -> Response:
+    """:func:`open_response` after :func:`check_request` passed on these arguments (``idle`` / ``total``: what it
+    returned; a caller may keep them for the next request with the same arguments)."""
     started = time.monotonic()
     if body is not None and len(body) <= SMALL_BODY:
         # aiohttp keeps the body alive until the response is released. orjson.dumps returns its bytes

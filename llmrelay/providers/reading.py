@@ -8,7 +8,9 @@ and the finish reason are written once (SPEC 2.6).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,7 +19,7 @@ from .._text import content_text, shorten
 from ..errors import RelayError, ResponseError, StreamIncompleteError
 from ..http.session import TRANSPORT_ERRORS, Response, stream_error
 from ..http.sse import SSEDecoder
-from ..http.status import error_from_data
+from ..http.status import error_from_data, redact_error
 from ..responses import (
     AudioResponse,
     FinishReason,
@@ -233,99 +235,125 @@ def _plain_answer(data: dict[str, Any], choices: list[Any]) -> list[Any] | None:
 
 
 async def read_event_stream(
-    response: Response, name: str, model: str, timeout: float, pieces: bool = False
+    response: Response,
+    name: str,
+    model: str,
+    timeout: float,
+    pieces: bool = False,
+    secrets: tuple[str | None, ...] = (),
 ) -> AsyncResult:
     """The events of a streamed answer (SPEC 2.6): text as it arrives, the rest at the end (``pieces``: tool-call
-    arguments pieces as they arrive too)."""
-    url = response.url
-    decoder = SSEDecoder()
-    feed = decoder.feed
-    read = response.read_chunk
-    loads = orjson.loads
-    state = ChunkState(pieces)
-    text = state.text
-    info_pending = True
-    finished_at = 0.0
-    complete = False
+    arguments pieces as they arrive too). An error raised here has the ``secrets`` cut out of it."""
     try:
-        while not complete:
-            try:
-                if state.finish is None:
-                    chunk = await read()
-                else:
-                    remaining = finished_at + FINISH_GRACE - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    chunk = await asyncio.wait_for(read(), remaining)
-            except TRANSPORT_ERRORS as error:  # includes the idle-read and grace-period timeouts
-                if state.finish is not None:
-                    break  # finish_reason came: what is missing is at most the [DONE] / usage trailer
-                raise stream_error(
-                    error,
-                    partial_text="".join(text),
-                    url=url,
-                    timeout=timeout,
-                    provider=name,
-                    total_timeout=response.total_timeout,
-                    deadline=response.deadline,
-                ) from None
-            events = feed(chunk) if chunk else decoder.flush()
-            try:
-                for event, data in events:
-                    if event != b"message":
-                        if event == b"error":
-                            raise _stream_error_event(data, name)
-                        continue
-                    if not data:
-                        continue
-                    if data == b"[DONE]":
-                        complete = True
-                        break
-                    try:
-                        obj = loads(data)
-                    except orjson.JSONDecodeError:
-                        raise ResponseError(f"a stream event is not JSON: {shorten(data)!r}", provider=name) from None
-                    if type(obj) is not dict:
-                        raise ResponseError(f"a stream event is not a JSON object: {shorten(data)!r}", provider=name)
-                    if "error" in obj and obj["error"] is not None:
-                        raise error_from_data(obj, provider=name) or ResponseError(shorten(data), provider=name)
-                    if info_pending:
-                        info_pending = False
-                        yield provider_info(name, obj, model, url)
-                    choices = obj.get("choices")
-                    if choices:
-                        choice = choices[0]
-                        if choice.get("index", 0) != 0:
-                            choice = next((c for c in choices if c.get("index", 0) == 0), None)
-                        if choice:
-                            delta = choice.get("delta")
-                            if delta:
-                                content = delta.get("content")
-                                if content and type(content) is str and len(delta) == 1:  # the hot path
-                                    text.append(content)
-                                    yield content
-                                else:
-                                    for item in state.take_delta(delta):
-                                        yield item
-                            reason = choice.get("finish_reason")
-                            if reason and state.finish is None:
-                                state.finish = reason
-                                finished_at = time.monotonic()
-                    if "usage" in obj or "x_groq" in obj:
-                        state.take_usage(obj)
-            except (AttributeError, TypeError, KeyError):
-                # A chunk whose choices / delta / usage are not the objects the API defines.
-                raise ResponseError(
-                    f"a stream event has an unexpected shape: {shorten(data)!r}", provider=name
-                ) from None
-            if not chunk:
-                break
-        if not complete and state.finish is None:
-            raise _incomplete(name, "".join(text))
-    finally:
-        await response.release(drain=complete)
-    for item in state.trailer():
-        yield item
+        url = response.url
+        decoder = SSEDecoder()
+        feed = decoder.feed
+        read = response.read_chunk
+        loads = orjson.loads
+        state = ChunkState(pieces)
+        text = state.text
+        info_pending = True
+        finished_at = 0.0
+        complete = False
+        try:
+            while not complete:
+                try:
+                    if state.finish is None:
+                        chunk = await read()
+                    else:
+                        remaining = finished_at + FINISH_GRACE - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        chunk = await _read_within(read, remaining)
+                except TRANSPORT_ERRORS as error:  # includes the idle-read and grace-period timeouts
+                    if state.finish is not None:
+                        break  # finish_reason came: what is missing is at most the [DONE] / usage trailer
+                    raise stream_error(
+                        error,
+                        partial_text="".join(text),
+                        url=url,
+                        timeout=timeout,
+                        provider=name,
+                        total_timeout=response.total_timeout,
+                        deadline=response.deadline,
+                    ) from None
+                events = feed(chunk) if chunk else decoder.flush()
+                try:
+                    for event, data in events:
+                        if event != b"message":
+                            if event == b"error":
+                                raise _stream_error_event(data, name)
+                            continue
+                        if not data:
+                            continue
+                        if data == b"[DONE]":
+                            complete = True
+                            break
+                        try:
+                            obj = loads(data)
+                        except orjson.JSONDecodeError:
+                            raise ResponseError(
+                                f"a stream event is not JSON: {shorten(data)!r}", provider=name
+                            ) from None
+                        if type(obj) is not dict:
+                            raise ResponseError(
+                                f"a stream event is not a JSON object: {shorten(data)!r}", provider=name
+                            )
+                        if "error" in obj and obj["error"] is not None:
+                            raise error_from_data(obj, provider=name) or ResponseError(shorten(data), provider=name)
+                        if info_pending:
+                            info_pending = False
+                            yield provider_info(name, obj, model, url)
+                        choices = obj.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            if choice.get("index", 0) != 0:
+                                choice = next((c for c in choices if c.get("index", 0) == 0), None)
+                            if choice:
+                                delta = choice.get("delta")
+                                if delta:
+                                    content = delta.get("content")
+                                    if content and type(content) is str and len(delta) == 1:  # the hot path
+                                        text.append(content)
+                                        yield content
+                                    else:
+                                        for item in state.take_delta(delta):
+                                            yield item
+                                reason = choice.get("finish_reason")
+                                if reason and state.finish is None:
+                                    state.finish = reason
+                                    finished_at = time.monotonic()
+                        if obj.get("usage") or "x_groq" in obj:  # OpenAI sends "usage": null on every chunk
+                            state.take_usage(obj)
+                except (AttributeError, TypeError, KeyError):
+                    # A chunk whose choices / delta / usage are not the objects the API defines.
+                    raise ResponseError(
+                        f"a stream event has an unexpected shape: {shorten(data)!r}", provider=name
+                    ) from None
+                if not chunk:
+                    break
+            if not complete and state.finish is None:
+                raise _incomplete(name, "".join(text))
+        finally:
+            await response.release(drain=complete)
+        for item in state.trailer():
+            yield item
+    except RelayError as error:
+        redact_error(error, secrets)
+        raise
+
+
+if sys.version_info >= (3, 11):
+
+    async def _read_within(read: Callable[[], Awaitable[bytes]], seconds: float) -> bytes:
+        """``await read()``, or ``asyncio.TimeoutError`` after ``seconds`` (no task per read, unlike ``wait_for``)."""
+        async with asyncio.timeout(seconds):
+            return await read()
+
+else:  # Python 3.10
+
+    async def _read_within(read: Callable[[], Awaitable[bytes]], seconds: float) -> bytes:
+        return await asyncio.wait_for(read(), seconds)
 
 
 def _take_call_delta(call: dict[str, Any], delta: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -16,7 +16,7 @@ from .._runner import run_sync
 from .._text import shorten
 from ..errors import InvalidArgumentError, MissingAuthError, RelayError, ResponseError
 from ..http.checks import check_api_key, check_headers
-from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, open_response
+from ..http.session import DEFAULT_TIMEOUT, TRANSPORT_ERRORS, Response, check_request, open_response, send_checked
 from ..http.status import redact, redact_error
 from ..http.url import check_api_base, check_url, join_url
 from ..media import render_media
@@ -34,13 +34,17 @@ from .embeddings import (
 )
 from .images import IMAGE_PARAMETERS, IMAGE_SIZE_PARAMETERS, image_body, image_urls, last_user_text, parse_image_answer
 from .listing import Listing, cached_listing, parse_models, store_listing
-from .reading import read_answer, read_body, read_response
+from .reading import read_answer, read_body, read_event_stream, read_response
 
 __all__ = ["OpenaiTemplate", "OpenedChat"]
 
 log = logging.getLogger("llmrelay")
 
 _checked_base = functools.lru_cache(maxsize=256)(check_api_base)  # a pure check, run on every request
+# (provider class, URL, stream, key, proxy, timeouts) -> (the class's headers and redacted when kept, URL, headers,
+# check_request's result): what a chat call without extra headers sends besides its body (see _send_chat).
+_sends: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+SENDS_KEPT = 256
 
 
 @functools.lru_cache(maxsize=256)
@@ -351,6 +355,20 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             raise
 
     @classmethod
+    async def stream_async(cls, model: str, messages: Messages, **kwargs: Any) -> AsyncIterator[Any]:
+        """Send the request and return the answer's events (what ``create_async_generator`` yields) as one async
+        generator: a streamed answer is read with no generator wrapped around the reading one (the path of the
+        client and the gateway). Errors before the answer starts are raised here. A subclass that overrides
+        ``create_async_generator`` is read through it."""
+        if getattr(cls.create_async_generator, "__func__", None) is not _TEMPLATE_GENERATOR:
+            return cls.create_async_generator(model, messages, **kwargs)
+        opened = await cls.open_chat(model, messages, **kwargs)
+        response = opened.response
+        if opened.events is None and response is not None and response.content_type == "text/event-stream":
+            return read_event_stream(response, opened.name, opened.model, opened.timeout, opened.pieces, opened.secrets)
+        return _opened_events(opened)
+
+    @classmethod
     async def complete_async(cls, model: str, messages: Messages, **kwargs: Any) -> list[Any]:
         """Every event of a non-streamed chat answer at once: what ``create_async_generator(stream=False)`` yields,
         without an async generator per call (the path of the client, the gateway and the batch runner). A subclass
@@ -465,17 +483,60 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             if extra_data:
                 body.update(extra_data)
             body = cls.prepare_body(body)
-            response = await open_response(
-                "POST",
-                endpoint or join_url(base, "chat/completions"),
-                headers=cls.get_headers(stream, api_key, headers),
-                body=_dumps(body),
-                **request,
-            )
+            response = await cls._send_chat(endpoint or base, bool(endpoint), stream, api_key, headers, body, request)
         except RelayError as error:
             redact_error(error, secrets)
             raise
         return OpenedChat(response, name, model, timeout, secrets, pieces=tool_call_pieces)
+
+    @classmethod
+    async def _send_chat(
+        cls,
+        where: str,
+        is_endpoint: bool,
+        stream: bool,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+        body: dict[str, Any],
+        request: dict[str, Any],
+    ) -> Response:
+        """``open_response`` of a chat body (``where``: the chat URL, else the base URL it hangs off). Without extra
+        ``headers`` (and with the template's ``get_headers``), what it builds and checks besides the body is kept for
+        the next call with the same values."""
+        key = (cls, where, is_endpoint, stream, api_key, request["proxy"], request["timeout"], request["total_timeout"])
+        keep = headers is None and getattr(cls.get_headers, "__func__", None) is _TEMPLATE_HEADERS
+        kept = None
+        if keep:
+            try:
+                kept = _sends.get(key)
+            except TypeError:  # an unhashable timeout or proxy: the checks below refuse it
+                keep = False
+        if kept is not None and kept[0] == cls.headers and kept[1] == cls.redacted:
+            url, sent_headers, checked = kept[2], kept[3], kept[4]
+            payload = _dumps(body)
+        else:
+            url = where if is_endpoint else join_url(where, "chat/completions")
+            sent_headers = cls.get_headers(stream, api_key, headers)
+            payload = _dumps(body)
+            checked = check_request(url, sent_headers, request["secrets"], request["timeout"], request["total_timeout"])
+            if keep:
+                if len(_sends) >= SENDS_KEPT:
+                    _sends.clear()
+                _sends[key] = (dict(cls.headers), cls.redacted, url, sent_headers, checked)
+        secrets, idle, total = checked
+        return await send_checked(
+            "POST",
+            url,
+            sent_headers,
+            payload,
+            request["proxy"],
+            request["ssl"],
+            idle,
+            total,
+            request["impersonate"],
+            request["provider"],
+            secrets,
+        )
 
     @classmethod
     def _request_options(
@@ -641,6 +702,22 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
 
 
 _TEMPLATE_GENERATOR = OpenaiTemplate.create_async_generator.__func__  # type: ignore[attr-defined]
+_TEMPLATE_HEADERS = OpenaiTemplate.get_headers.__func__  # type: ignore[attr-defined]
+
+
+async def _opened_events(opened: OpenedChat) -> AsyncIterator[Any]:
+    """The events of an opened call, as ``create_async_generator`` yields them (any answer but an event stream)."""
+    if opened.events is not None:
+        for item in opened.events:
+            yield item
+        return
+    assert opened.response is not None
+    try:
+        async for item in read_response(opened.response, opened.name, opened.model, opened.timeout, opened.pieces):
+            yield item
+    except RelayError as error:
+        redact_error(error, opened.secrets)
+        raise
 
 
 def _dumps(body: dict[str, Any]) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import Any, TextIO
@@ -55,6 +56,9 @@ def _word(value: str | None) -> str:
     return orjson.dumps(value).decode()
 
 
+_known_word = functools.lru_cache(maxsize=1024)(_word)  # paths, key, route, provider and model names repeat
+
+
 class AccessLog:
     def __init__(self, log_format: str = "text", stream: TextIO | None = None) -> None:
         if log_format not in ("text", "json", "off"):
@@ -98,9 +102,10 @@ class AccessLog:
             line = orjson.dumps(record).decode() + "\n"
         else:
             line = (
-                f"{self._now()} {entry.method} {_word(entry.path)} {entry.status} {duration * 1000:.1f}ms"
-                f" key={_word(entry.key)} route={_word(entry.route)} provider={_word(entry.provider)}"
-                f" model={_word(model)} tokens={'-' if entry.tokens is None else entry.tokens}"
+                f"{self._now()} {entry.method} {_known_word(entry.path)} {entry.status} {duration * 1000:.1f}ms"
+                f" key={_known_word(entry.key)} route={_known_word(entry.route)}"
+                f" provider={_known_word(entry.provider)} model={_known_word(model)}"
+                f" tokens={'-' if entry.tokens is None else entry.tokens}"
                 f" request_id={_word(entry.request_id)}{' cache=' + entry.cache if entry.cache else ''}\n"
             )
         stream = self.stream or sys.stderr

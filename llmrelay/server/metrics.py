@@ -70,6 +70,7 @@ class Metrics:
             "llmrelay_retries", "Route targets tried again after a retryable failure", ["route"], registry=registry
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._given: dict[tuple[Any, ...], Any] = {}  # label values as given -> their children (see _remember)
         self.observe_duration = self.duration.observe
         self.observe_ttft = self.ttft.observe
         self._routes: frozenset[str] = frozenset()
@@ -83,6 +84,7 @@ class Metrics:
         """Take the label values the configuration names (again after a reload; learned models are kept)."""
         from ..providers.catalog import provider_names
 
+        self._given = {}
         routes = config.routes if config is not None else {}
         providers = config.providers if config is not None else {}
         self._routes = frozenset(("", *routes))
@@ -121,18 +123,39 @@ class Metrics:
         child = self._children[key] = metric.labels(*labels)
         return child
 
+    def _remember(self, key: tuple[Any, ...], labels: tuple[str, ...], given: tuple[str, ...], value: Any) -> None:
+        """Keep ``value`` (children) for the label values as given, when they were taken as they are: such values
+        map to the same children until the next :meth:`configure` (which forgets them)."""
+        if labels == given and len(self._given) < MAX_SERIES:
+            self._given[key] = value
+
     def request(self, route: str, provider: str, model: str, status: int) -> None:
-        ok = 200 <= status < 300
-        code = str(status) if 100 <= status <= 599 else OTHER
-        labels = (self._route(route), self._provider(provider), self._model(model, ok), code)
-        self._bounded(self.requests, labels).inc()
+        key = (route, provider, model, status)
+        child = self._given.get(key)
+        if child is None:
+            ok = 200 <= status < 300
+            code = str(status) if 100 <= status <= 599 else OTHER
+            labels = (self._route(route), self._provider(provider), self._model(model, ok), code)
+            child = self._bounded(self.requests, labels)
+            self._remember(key, labels, (route, provider, model, str(status)), child)
+        child.inc()
 
     def add_tokens(self, provider: str, model: str, prompt: int, completion: int) -> None:
-        provider, model = self._provider(provider), self._model(model, True)
         if prompt:
-            self._bounded(self.tokens, (provider, model, "prompt")).inc(prompt)
+            self._tokens(provider, model, "prompt").inc(prompt)
         if completion:
-            self._bounded(self.tokens, (provider, model, "completion")).inc(completion)
+            self._tokens(provider, model, "completion").inc(completion)
+        if not prompt and not completion:
+            self._model(model, True)
+
+    def _tokens(self, provider: str, model: str, kind: str) -> Any:
+        key = (provider, model, kind)
+        child = self._given.get(key)
+        if child is None:
+            labels = (self._provider(provider), self._model(model, True), kind)
+            child = self._bounded(self.tokens, labels)
+            self._remember(key, labels, key, child)
+        return child
 
     def upstream_error(self, provider: str, error: BaseException | str) -> None:
         """One upstream failure; the code label is the gateway's table code (a fixed set), never the upstream's."""

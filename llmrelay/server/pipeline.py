@@ -47,6 +47,7 @@ __all__ = ["Finished", "Handler", "Pipeline", "Plan", "chat_handler"]
 
 T = TypeVar("T")
 OWN_KEY = "gateway's own API key"
+RESOLVED_KEPT = 4096  # resolved model names kept per pipeline
 MAX_MODEL_LENGTH = 256  # characters of a requested model name (route, provider/model or bare name)
 # What a chat handler may be told once an answer is complete: (the whole answer, the model that answered).
 Finished = Callable[[Answer, str], Awaitable[None]]
@@ -124,6 +125,7 @@ class Pipeline:
         self.turns: dict[str, int] = {}  # round-robin turn per route
         self.default_provider = config.default_provider_name()
         self._classes: dict[str, ProviderClass] = {}
+        self._resolved: dict[tuple[str, str], tuple[Route | None, list[Target]]] = {}
 
     # ---------------------------------------------------------------------------- operations
 
@@ -247,7 +249,17 @@ class Pipeline:
 
     def resolve(self, model: str) -> tuple[Route | None, list[Target]]:
         """``[aliases]`` first (9.1.6); then a route name → its route; ``provider/model`` → that provider; a bare
-        name → the default provider."""
+        name → the default provider. Kept per name (the configuration of a pipeline does not change)."""
+        key = (model, self.default_provider)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolve(model)
+            if len(self._resolved) >= RESOLVED_KEPT:  # model names come from callers: bounded
+                self._resolved.clear()
+            self._resolved[key] = found
+        return found
+
+    def _resolve(self, model: str) -> tuple[Route | None, list[Target]]:
         if self.config.aliases:
             model = _alias(self.config.aliases, model)
         route = self.config.routes.get(model)
