@@ -344,8 +344,24 @@ async def _open_aiohttp(
             raw.close()
 
     return Response(
-        raw.status, raw.headers, raw.content_type, redact(str(raw.url), secrets), raw.content.readany, finish
+        raw.status, raw.headers, _content_type(raw), redact(str(raw.url), secrets), raw.content.readany, finish
     )
+
+
+# Content-Type header value -> aiohttp's media type of it; the values come from upstreams: at most _TYPES_KEPT.
+_types: dict[str | None, str] = {}
+_TYPES_KEPT = 64
+
+
+def _content_type(raw: aiohttp.ClientResponse) -> str:
+    """``raw.content_type``, parsed once per distinct header value (parsing it copies a dict per response)."""
+    header = raw.headers.get("Content-Type")
+    found = _types.get(header)
+    if found is None:
+        found = raw.content_type
+        if len(_types) < _TYPES_KEPT:
+            _types[header] = found
+    return found
 
 
 # aiohttp >= 3.10 names these; on 3.9 they are plain InvalidURL errors

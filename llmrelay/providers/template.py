@@ -59,6 +59,30 @@ def _endpoint(url: object) -> str | None:
     return _checked_endpoint(url) if isinstance(url, str) else check_url(url, "api_endpoint")
 
 
+def _with_headers(base: dict[str, str], names: frozenset[str], headers: Mapping[str, str]) -> dict[str, str] | None:
+    """``base`` plus a call's ``headers`` (as ``get_headers`` merges them) when no name of theirs is in ``base`` or
+    twice among them and they pass ``check_headers``; None for anything else (the caller builds all again)."""
+    if type(headers) is not dict:
+        return None
+    seen = set()
+    for name in headers:
+        if type(name) is not str:
+            return None
+        lowered = name.lower()
+        if lowered in names or lowered in seen:
+            return None
+        seen.add(lowered)
+    try:
+        check_headers(headers)
+    except (TypeError, ValueError):
+        return None
+    merged = dict(base)
+    for name, value in headers.items():
+        if value is not None:  # None removes a header: none of these names is in base
+            merged[name] = value
+    return merged
+
+
 OPENAI_BASE = "https://api.openai.com/v1"
 OPENAI_PARAMETERS = (
     "tools",
@@ -500,29 +524,32 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
         body: dict[str, Any],
         request: dict[str, Any],
     ) -> Response:
-        """``open_response`` of a chat body (``where``: the chat URL, else the base URL it hangs off). Without extra
-        ``headers`` (and with the template's ``get_headers``), what it builds and checks besides the body is kept for
-        the next call with the same values."""
+        """``open_response`` of a chat body (``where``: the chat URL, else the base URL it hangs off). With the
+        template's ``get_headers``, what it builds and checks besides the body and the call's own ``headers`` is kept
+        for the next call with the same values; the call's headers are added to a copy when none of their names is
+        already there (else, and for anything unusual, everything is built and checked again)."""
         key = (cls, where, is_endpoint, stream, api_key, request["proxy"], request["timeout"], request["total_timeout"])
-        keep = headers is None and getattr(cls.get_headers, "__func__", None) is _TEMPLATE_HEADERS
+        keep = getattr(cls.get_headers, "__func__", None) is _TEMPLATE_HEADERS
         kept = None
         if keep:
             try:
                 kept = _sends.get(key)
             except TypeError:  # an unhashable timeout or proxy: the checks below refuse it
                 keep = False
-        if kept is not None and kept[0] == cls.headers and kept[1] == cls.redacted:
+            if kept is not None and (kept[0] != cls.headers or kept[1] != cls.redacted):
+                kept = None
+        payload = _dumps(body)
+        sent_headers = None
+        if kept is not None:
             url, sent_headers, checked = kept[2], kept[3], kept[4]
-            payload = _dumps(body)
-        else:
+            if headers is not None:
+                sent_headers = _with_headers(sent_headers, kept[5], headers)
+        if sent_headers is None:
             url = where if is_endpoint else join_url(where, "chat/completions")
             sent_headers = cls.get_headers(stream, api_key, headers)
-            payload = _dumps(body)
             checked = check_request(url, sent_headers, request["secrets"], request["timeout"], request["total_timeout"])
-            if keep:
-                if len(_sends) >= SENDS_KEPT:
-                    _sends.clear()
-                _sends[key] = (dict(cls.headers), cls.redacted, url, sent_headers, checked)
+            if keep and kept is None:
+                cls._keep_send(key, url, stream, api_key, headers, sent_headers, request)
         secrets, idle, total = checked
         return await send_checked(
             "POST",
@@ -537,6 +564,28 @@ class OpenaiTemplate(AsyncGeneratorProvider, ProviderModelMixin, RaiseErrorMixin
             request["provider"],
             secrets,
         )
+
+    @classmethod
+    def _keep_send(
+        cls,
+        key: tuple[Any, ...],
+        url: str,
+        stream: bool,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+        sent_headers: dict[str, str],
+        request: dict[str, Any],
+    ) -> None:
+        """Keep, under ``key``, what a call without extra headers sends besides its body (see ``_send_chat``)."""
+        base = sent_headers if headers is None else cls.get_headers(stream, api_key, None)
+        try:
+            checked = check_request(url, base, request["secrets"], request["timeout"], request["total_timeout"])
+        except (TypeError, ValueError):
+            return
+        if len(_sends) >= SENDS_KEPT:
+            _sends.clear()
+        names = frozenset(name.lower() for name in base)
+        _sends[key] = (dict(cls.headers), cls.redacted, url, base, checked, names)
 
     @classmethod
     def _request_options(
