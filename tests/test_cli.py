@@ -398,6 +398,7 @@ def test_ctrl_c_exits_130_without_a_traceback(server) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # not ignored, as in a user's terminal
     )
     try:
         assert server.wait_for(lambda: len(server.requests) == 1, timeout=15)

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import termios
@@ -31,6 +32,9 @@ def _take_the_terminal() -> None:
     """In the child: a new session whose controlling terminal is the pty on stdin (so Ctrl-C sends SIGINT)."""
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    # As in a user's terminal: Ctrl-C is not ignored (a test run started in the background inherits SIGINT ignored,
+    # and Python then installs no KeyboardInterrupt handler in the child).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class Terminal:
